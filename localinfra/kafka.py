@@ -1,0 +1,394 @@
+"""A single-node Kafka broker (KRaft: broker and controller in one JVM) run from Maven jars.
+
+Our machines have no Docker, but they have Java and Maven, and Maven Central is reachable:
+`pom.xml` pins the jars, `ensure_jars()` copies them once into `.local/kafka/libs`, and every
+broker is a plain `java ... kafka.Kafka server.properties` process. Kafka 3.9 rather than 4.x
+because it still accepts every old protocol version, which suits aiokafka best.
+
+Each named broker keeps its files in `.local/kafka/<name>/` (config, data, log, pid), so a
+dev broker and test brokers can run side by side on different ports.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+HOST = "127.0.0.1"  # not "localhost": it may resolve to ::1 while Kafka listens on IPv4
+JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
+MAVEN_TIMEOUT_S = 900
+
+# Kafka's Maven artifacts ship no log4j config. Everything goes to stdout (the log file);
+# the loggers below print pages of config dumps or per-request chatter at INFO.
+LOG4J_PROPERTIES = """\
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.org.apache.kafka.common.config.AbstractConfig=WARN
+log4j.logger.kafka.server.KafkaConfig=WARN
+log4j.logger.org.apache.kafka.clients=WARN
+log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+"""
+
+
+class KafkaError(RuntimeError):
+    """The local broker could not be prepared, started or stopped."""
+
+
+class LocalKafka:
+    """One named local broker; `start()`/`stop()` may alternate any number of times.
+
+    `fresh=True` wipes the broker's data on the first `start()` only, so that a test suite can
+    stop and restart the broker on the same data (outage tests). `reuse=True` adopts a broker
+    of the same name that an earlier process left running (the dev `up` command) instead of
+    restarting it.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        name: str = "dev",
+        port: int = 9092,
+        controller_port: int = 9093,
+        fresh: bool = False,
+        reuse: bool = False,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.name = name
+        self.port = port
+        self.controller_port = controller_port
+        self.fresh = fresh
+        self.reuse = reuse
+        self.cache_dir = self.root / ".local" / "kafka"
+        self.libs_dir = self.cache_dir / "libs"
+        self.dir = self.cache_dir / name
+        self.data_dir = self.dir / "data"
+        self.properties_file = self.dir / "server.properties"
+        self.log4j_file = self.dir / "log4j.properties"
+        self.log_file = self.dir / "kafka.log"
+        self.pid_file = self.dir / "kafka.pid"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker JVM's pid, whether this object or an earlier process started it."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc.pid
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.pid_file.read_text().strip())
+            if self._is_our_broker(pid):
+                return pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def ensure_jars(self) -> None:
+        """Copy Kafka's runtime classpath from Maven once; afterwards this is one hash check.
+
+        The stamp holds the hash of pom.xml, so changing a pinned version refreshes the jars.
+        Maven fills a scratch folder that replaces libs/ only when complete (an interrupted
+        download never leaves half a classpath), under a lock for parallel test workers.
+        """
+        pom = self.root / "pom.xml"
+        digest = hashlib.sha256(pom.read_bytes()).hexdigest()
+        stamp = self.cache_dir / "libs.stamp"
+        if self._jars_match(stamp, digest):
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_dir / "libs.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self._jars_match(stamp, digest):
+                return
+            mvn = shutil.which("mvn")
+            if mvn is None:
+                raise KafkaError("Maven (mvn) is not on PATH; install it: apt-get install maven")
+            scratch = self.cache_dir / "libs.partial"
+            shutil.rmtree(scratch, ignore_errors=True)
+            cmd = [mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(pom),
+                   "dependency:copy-dependencies", f"-Dlibs.dir={scratch}"]  # fmt: skip
+            result = subprocess.run(
+                cmd, cwd=self.root, capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S
+            )
+            if result.returncode != 0 or not any(scratch.glob("kafka_2.13-*.jar")):
+                output = (result.stdout + result.stderr)[-4000:]
+                raise KafkaError(f"copying Kafka's jars with Maven failed:\n{output}")
+            shutil.rmtree(self.libs_dir, ignore_errors=True)
+            scratch.rename(self.libs_dir)
+            stamp.write_text(digest)
+
+    def start(self, timeout: float = 90) -> None:
+        """Start the broker (formatting its storage the first time) and wait until it serves.
+
+        Ready means a Metadata request answered with our broker in it: the broker has joined
+        its own controller quorum and is unfenced, so topics can be created right away.
+        """
+        deadline = time.monotonic() + timeout
+        pid = self.pid
+        if pid is not None:
+            if self.reuse and not self.fresh and self._config_unchanged():
+                self._wait_ready(pid, deadline)
+                return
+            self.stop()
+        self.ensure_jars()
+        if self.fresh:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.fresh = False  # later restarts keep the data
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        if not (self.data_dir / "meta.properties").exists():
+            self._format()
+        for port in (self.port, self.controller_port):
+            if _port_open(port):
+                raise KafkaError(f"port {port} is already in use by another process")
+        if self.log_file.exists():
+            self.log_file.replace(self.log_file.with_suffix(".log.1"))
+        with open(self.log_file, "wb") as log:
+            self._proc = subprocess.Popen(
+                [*self._java_cmd(), "kafka.Kafka", str(self.properties_file)],
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() reaches it, Ctrl-C doesn't
+            )
+        self.pid_file.write_text(f"{self._proc.pid}\n")
+        try:
+            self._wait_ready(self._proc.pid, deadline)
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self, timeout: float = 30) -> None:
+        """Shut down cleanly (SIGTERM); SIGKILL if that takes longer than `timeout`."""
+        self._terminate(signal.SIGTERM, timeout)
+
+    def kill(self) -> None:
+        """Crash the broker (SIGKILL), as an outage test wants; the data stays."""
+        self._terminate(signal.SIGKILL, 0)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"LocalKafka(name={self.name!r}, bootstrap_servers={self.bootstrap_servers!r})"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _jars_match(self, stamp: Path, digest: str) -> bool:
+        try:
+            return stamp.read_text().strip() == digest and self.libs_dir.is_dir()
+        except OSError:
+            return False
+
+    def _java_cmd(self) -> list[str]:
+        java_home = os.environ.get("JAVA_HOME")
+        java = Path(java_home, "bin", "java") if java_home else None
+        if java is None or not java.exists():
+            found = shutil.which("java")
+            if found is None:
+                raise KafkaError("Java is not installed; Kafka 3.9 needs Java 11 or later")
+            java = Path(found)
+        return [
+            str(java),
+            *JVM_OPTS,
+            f"-Dlog4j.configuration=file:{self.log4j_file}",
+            "-cp",
+            f"{self.libs_dir}/*",
+        ]
+
+    def _config_unchanged(self) -> bool:
+        """A running broker is only reused if it listens where this object expects it."""
+        try:
+            return self.properties_file.read_text() == self._server_properties()
+        except OSError:
+            return False
+
+    def _write_config(self) -> None:
+        self.properties_file.write_text(self._server_properties())
+        self.log4j_file.write_text(LOG4J_PROPERTIES)
+
+    def _server_properties(self) -> str:
+        """Written on every start, so changed ports apply to existing data too.
+
+        Kafka's defaults (replication factor 3, min ISR 2, 3 s initial rebalance delay) break
+        or slow a single node; 50 offsets partitions only slow the first consumer group.
+        After a SIGKILL the restarted controller refuses the broker's new registration until
+        the old one's session expires (default 9 s), hence the shorter session timeout.
+        """
+        return f"""\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{HOST}:{self.controller_port}
+listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}
+advertised.listeners=PLAINTEXT://{HOST}:{self.port}
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={self.data_dir}
+num.partitions=3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=4000
+"""
+
+    def _format(self) -> None:
+        cmd = [*self._java_cmd(), "kafka.tools.StorageTool", "format",
+               "-t", _cluster_id(), "-c", str(self.properties_file)]  # fmt: skip
+        result = subprocess.run(cmd, cwd=self.dir, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr)[-4000:]
+            raise KafkaError(f"formatting Kafka storage in {self.data_dir} failed:\n{output}")
+
+    def _wait_ready(self, pid: int, deadline: float) -> None:
+        while True:
+            if not self._alive(pid):
+                code = self._proc.returncode if self._proc is not None else None
+                raise KafkaError(
+                    f"Kafka broker {self.name!r} exited during startup (code {code}); "
+                    f"log {self.log_file}:\n{self.log_tail()}"
+                )
+            if _broker_count(HOST, self.port) > 0:
+                return
+            if time.monotonic() > deadline:
+                raise KafkaError(
+                    f"Kafka broker {self.name!r} not ready on {self.bootstrap_servers} in time; "
+                    f"log {self.log_file}:\n{self.log_tail()}"
+                )
+            time.sleep(0.2)
+
+    def _alive(self, pid: int) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None
+        return self._is_our_broker(pid)
+
+    def _is_our_broker(self, pid: int) -> bool:
+        """Pid files go stale and pids get reused: only signal a JVM running our config."""
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"kafka.Kafka" in args and os.fsencode(self.properties_file) in args
+
+    def _terminate(self, sig: signal.Signals, timeout: float) -> None:
+        pid = self.pid
+        if pid is not None:
+            _signal_group(pid, sig)
+            if not self._wait_exit(pid, timeout):
+                _signal_group(pid, signal.SIGKILL)
+                if not self._wait_exit(pid, 15):
+                    raise KafkaError(f"Kafka broker {self.name!r} (pid {pid}) survived SIGKILL")
+        self.pid_file.unlink(missing_ok=True)
+        self._proc = None
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout)  # also reaps our child, so no zombie is left
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while self._is_our_broker(pid):  # not our child: its parent (or init) reaps it
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """The broker leads its own process group (start_new_session); fall back to the pid."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _cluster_id() -> str:
+    """What `StorageTool random-uuid` prints, without starting a JVM for it."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):  # would be parsed as a command-line flag
+            return cluster_id
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def _broker_count(host: str, port: int, timeout: float = 2.0) -> int:
+    """Number of live brokers in a Metadata v1 answer; 0 when the broker cannot answer yet.
+
+    Hand-built so that readiness needs no Kafka client: size-prefixed request header v1
+    (api_key 3 = Metadata, version 1, correlation id, client id) and an empty topic array.
+    The answer starts with the correlation id and the broker array's length. A broker that
+    is still fenced lists no brokers.
+    """
+    client_id = b"localinfra"
+    request = struct.pack(">hhih", 3, 1, 7, len(client_id)) + client_id + struct.pack(">i", 0)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(request)) + request)
+            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+            response = _recv_exact(sock, size)
+    except OSError:
+        return 0
+    if len(response) < 8:
+        return 0
+    correlation_id, brokers = struct.unpack_from(">ii", response)
+    return brokers if correlation_id == 7 else 0
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed by the broker")
+        data += chunk
+    return data

@@ -1,0 +1,90 @@
+"""How failures become HTTP answers: clear 4xx for the client, fast 503 for outages, no 500s."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from services.api.intake import BucketAlreadyCreated, IdempotencyKeyReused, ProjectionBehind
+from services.api.log_client import LogUnavailable
+from services.api.read_model import BadCursor
+
+log = logging.getLogger(__name__)
+
+
+def _describe(errors: list[dict[str, object]]) -> str:
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")  # type: ignore[attr-defined]
+        message = str(error.get("msg", "invalid"))
+        message = message.removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def install(app: FastAPI, retry_after_s: int) -> None:
+    retry_after = {"Retry-After": str(retry_after_s)}
+
+    def unavailable(what: str) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"{what} is unavailable; try again shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers=retry_after,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        return JSONResponse(
+            {"detail": _describe(errors), "errors": errors},
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+
+    @app.exception_handler(BucketAlreadyCreated)
+    async def exists(_: Request, exc: BucketAlreadyCreated) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc), "job_id": str(exc.owner.job_id), "tx_hash": exc.owner.tx_hash},
+            status_code=status.HTTP_409_CONFLICT,
+        )
+
+    @app.exception_handler(IdempotencyKeyReused)
+    async def reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(BadCursor)
+    async def bad_cursor(_: Request, exc: BadCursor) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(LogUnavailable)
+    async def log_down(_: Request, exc: LogUnavailable) -> JSONResponse:
+        return unavailable("the event log")
+
+    @app.exception_handler(ProjectionBehind)
+    async def behind(_: Request, exc: ProjectionBehind) -> JSONResponse:
+        return unavailable("the read model (it is behind the event log)")
+
+    @app.exception_handler(SQLAlchemyError)
+    async def db_down(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if not isinstance(exc, DBAPIError) or exc.connection_invalidated or _is_outage(exc):
+            log.warning("database unavailable", extra={"error": repr(exc)[:500]})
+        else:
+            log.error("database error", exc_info=exc)
+        return unavailable("the database")
+
+    @app.exception_handler(TimeoutError)
+    async def timed_out(_: Request, exc: TimeoutError) -> JSONResponse:
+        log.warning("dependency timed out")
+        return unavailable("a dependency")
+
+    @app.exception_handler(OSError)
+    async def network(_: Request, exc: OSError) -> JSONResponse:
+        log.warning("dependency unreachable", extra={"error": repr(exc)})
+        return unavailable("a dependency")
+
+
+def _is_outage(exc: DBAPIError) -> bool:
+    return type(exc.orig).__name__ in {"OperationalError", "InterfaceError"}

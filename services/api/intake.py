@@ -1,0 +1,78 @@
+"""Turning a valid request into a `BucketRequested` event on the log."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from services.api.log_client import LogClient
+from services.api.read_model import ReadModel
+from services.api.schemas import Job
+from shared.events import BucketRequested, new_event
+from shared.fold import JobStatus
+
+SOURCE = "/akave-gateway/api"
+# Job ids of idempotent requests are derived from the key, so a retry names the same job.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1f55-8a53-4f7e-9a59-3c3c0b1f5e21")
+
+
+class BucketAlreadyCreated(Exception):
+    def __init__(self, owner: Job) -> None:
+        super().__init__(f"bucket {owner.bucket_name!r} was already created by job {owner.job_id}")
+        self.owner = owner
+
+
+class IdempotencyKeyReused(Exception):
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"Idempotency-Key was already used for job {job.job_id} with bucket_name "
+            f"{job.bucket_name!r}; a key may only be reused with the same body"
+        )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: uuid.UUID
+    bucket_name: str
+    status: JobStatus
+    replayed: bool  # true when an earlier request with the same Idempotency-Key made the job
+
+
+async def request_bucket(
+    log: LogClient, reads: ReadModel, bucket_name: str, idempotency_key: str | None
+) -> Accepted:
+    """Accept a bucket request: refuse names already created, honour idempotency, append."""
+    job_id = uuid.uuid4()
+    if idempotency_key is not None:
+        job_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)
+        earlier = await reads.job(job_id)
+        if earlier is not None:
+            if earlier.bucket_name != bucket_name:
+                raise IdempotencyKeyReused(earlier)
+            return Accepted(earlier.job_id, bucket_name, earlier.status, replayed=True)
+    owner = await reads.owner_of(bucket_name)
+    if owner is not None:
+        raise BucketAlreadyCreated(owner)
+    await log.append(new_event(BucketRequested(job_id=job_id, bucket_name=bucket_name), SOURCE))
+    return Accepted(job_id, bucket_name, JobStatus.QUEUED, replayed=False)
+
+
+async def find_job(
+    log: LogClient, reads: ReadModel, job_id: uuid.UUID, wait_s: float
+) -> Job | None:
+    """The job, waiting (bounded) for the projection to catch up before saying it is unknown.
+
+    Any job accepted before this call is below the log's current end offsets, so once the
+    projector has passed them a missing row really is unknown (read-your-writes).
+    """
+    job = await reads.job(job_id)
+    if job is not None or wait_s <= 0:
+        return job
+    targets = await log.end_offsets()
+    if not await reads.wait_until_projected(targets, wait_s):
+        raise ProjectionBehind()
+    return await reads.job(job_id)
+
+
+class ProjectionBehind(Exception):
+    """The read model has not caught up with the log in time; the answer is not known yet."""

@@ -1,0 +1,143 @@
+"""Reads of `bucket_jobs`, and waiting for the projection to reach a log position."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.api.schemas import Bucket, Job
+from shared.fold import JobStatus
+from shared.models import BucketJob, ProjectorCheckpoint
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def _job(row: BucketJob) -> Job:
+    return Job(
+        job_id=row.id,
+        bucket_name=row.bucket_name,
+        status=JobStatus(row.status),
+        tx_hash=row.tx_hash,
+        error=row.error,
+        error_code=row.error_code,
+        attempts=row.attempts,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class ReadModel:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], topic: str, timeout_s: float):
+        self._sessions = sessions
+        self._topic = topic
+        self._timeout = timeout_s
+
+    async def _bounded(self, coro):  # type: ignore[no-untyped-def]
+        return await asyncio.wait_for(coro, self._timeout)
+
+    async def job(self, job_id: uuid.UUID) -> Job | None:
+        async def go() -> Job | None:
+            async with self._sessions() as session:
+                row = await session.get(BucketJob, job_id)
+                return None if row is None else _job(row)
+
+        return await self._bounded(go())  # type: ignore[no-any-return]
+
+    async def owner_of(self, bucket_name: str) -> Job | None:
+        """The completed job that created `bucket_name`, if any."""
+
+        async def go() -> Job | None:
+            async with self._sessions() as session:
+                row = await session.scalar(
+                    select(BucketJob).where(
+                        BucketJob.bucket_name == bucket_name,
+                        BucketJob.status == JobStatus.COMPLETED.value,
+                    )
+                )
+                return None if row is None else _job(row)
+
+        return await self._bounded(go())  # type: ignore[no-any-return]
+
+    async def buckets(self, limit: int, cursor: str | None) -> tuple[list[Bucket], str | None]:
+        after = _decode_cursor(cursor) if cursor else None
+
+        async def go() -> list[BucketJob]:
+            query = select(BucketJob).where(BucketJob.status == JobStatus.COMPLETED.value)
+            if after is not None:
+                moment, job_id = after
+                query = query.where(
+                    or_(
+                        BucketJob.completed_at > moment,
+                        and_(BucketJob.completed_at == moment, BucketJob.id > job_id),
+                    )
+                )
+            query = query.order_by(BucketJob.completed_at, BucketJob.id).limit(limit + 1)
+            async with self._sessions() as session:
+                return list(await session.scalars(query))
+
+        rows: list[BucketJob] = await self._bounded(go())
+        page = rows[:limit]
+        items = [
+            Bucket(
+                bucket_name=r.bucket_name,
+                tx_hash=r.tx_hash,
+                created_at=r.completed_at or r.updated_at,
+                job_id=r.id,
+            )
+            for r in page
+        ]
+        more = len(rows) > limit
+        return items, _encode_cursor(page[-1]) if more and page else None
+
+    async def ping(self) -> None:
+        async def go() -> None:
+            async with self._sessions() as session:
+                await session.execute(text("SELECT 1"))
+
+        await self._bounded(go())
+
+    async def wait_until_projected(self, targets: Mapping[int, int], deadline_s: float) -> bool:
+        """Poll the projector's checkpoints until every partition reached `targets`."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline_s
+        delay = 0.005
+        while True:
+            async with self._sessions() as session:
+                rows = await session.execute(
+                    select(ProjectorCheckpoint.partition, ProjectorCheckpoint.next_offset).where(
+                        ProjectorCheckpoint.topic == self._topic
+                    )
+                )
+                reached = {p: o for p, o in rows}
+            if all(reached.get(p, 0) >= end for p, end in targets.items()):
+                return True
+            if loop.time() >= until:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+def _encode_cursor(row: BucketJob) -> str:
+    moment = (row.completed_at or row.updated_at).isoformat()
+    return base64.urlsafe_b64encode(f"{moment}|{row.id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, job_id = raw.split("|", 1)
+        parsed = datetime.fromisoformat(moment)
+        if parsed.tzinfo is None:
+            raise ValueError("naive time")
+        return parsed, uuid.UUID(job_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise BadCursor("cursor is not one this API returned") from exc

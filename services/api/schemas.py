@@ -1,0 +1,71 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.bucket_names import MAX_LENGTH, MIN_LENGTH, PATTERN, name_problem
+from shared.fold import JobStatus
+
+
+class CreateBucket(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bucket_name: str = Field(
+        min_length=MIN_LENGTH,
+        max_length=MAX_LENGTH,
+        pattern=PATTERN,
+        examples=["my-first-bucket"],
+        description="3-63 lowercase letters, digits and hyphens; starts and ends alphanumeric",
+    )
+
+    @field_validator("bucket_name", mode="before")
+    @classmethod
+    def _rules(cls, value: object) -> object:
+        if isinstance(value, str) and (problem := name_problem(value)) is not None:
+            raise ValueError(f"bucket_name {problem}")
+        return value
+
+
+class JobAccepted(BaseModel):
+    job_id: uuid.UUID
+    bucket_name: str
+    status: JobStatus
+
+
+class Job(BaseModel):
+    job_id: uuid.UUID
+    bucket_name: str
+    status: JobStatus
+    tx_hash: str | None
+    error: str | None
+    error_code: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Bucket(BaseModel):
+    bucket_name: str
+    tx_hash: str | None
+    created_at: datetime = Field(description="when the gateway recorded the bucket as created")
+    job_id: uuid.UUID
+
+
+class BucketPage(BaseModel):
+    items: list[Bucket]
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null at the end"
+    )
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str]
+
+
+class Problem(BaseModel):
+    detail: str

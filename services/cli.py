@@ -1,0 +1,115 @@
+"""`akave-gateway`: one console script, a subcommand per service and per operation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from shared.log_setup import configure_logging
+from shared.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _alembic_ini() -> Path:
+    for candidate in (Path.cwd() / "alembic.ini", REPO_ROOT / "alembic.ini"):
+        if candidate.exists():
+            return candidate
+    raise SystemExit("alembic.ini not found: run from the repository (or image) root")
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the read model's schema to the newest revision."""
+    from alembic.config import Config
+
+    from alembic import command
+
+    config = Config(str(_alembic_ini()))
+    config.attributes["database_url"] = settings.database_url
+    command.upgrade(config, "head")
+
+
+def _service(name: str, settings: Settings) -> None:
+    from shared.lifecycle import run_service
+
+    if name == "executor":
+        from services.executor.runner import run as executor
+
+        run_service(lambda stop: executor(settings, stop))
+    elif name == "projector":
+        from services.projector.runner import run as projector
+
+        run_service(lambda stop: projector(settings, stop))
+    elif name == "replay":
+        from services.projector.runner import replay
+
+        run_service(lambda stop: replay(settings, stop))
+
+
+def _api(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "services.api.app:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def _topics(settings: Settings) -> None:
+    from shared.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="akave-gateway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("api", help="serve the HTTP API")
+    commands.add_parser("executor", help="run bucket jobs against the Akave backend")
+    commands.add_parser("projector", help="fold the event log into bucket_jobs")
+    commands.add_parser("migrate", help="apply database migrations")
+    commands.add_parser("topics", help="create the event and dead-letter topics")
+    commands.add_parser(
+        "replay", help="rebuild bucket_jobs from offset 0 (stop the projector first)"
+    )
+    commands.add_parser(
+        "dev", help="local stack: Postgres + Kafka + migrations + api, executor, projector"
+    )
+    args = parser.parse_args(argv)
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format, secrets=_secrets(settings))
+    if args.command == "api":
+        _api(settings)
+    elif args.command == "migrate":
+        migrate(settings)
+    elif args.command == "topics":
+        _topics(settings)
+    elif args.command == "dev":
+        from services.dev import run_dev
+
+        sys.exit(run_dev(settings))
+    else:
+        _service(args.command, settings)
+
+
+def _secrets(settings: Settings) -> list[str]:
+    try:
+        key = settings.private_key()
+    except OSError:
+        return []
+    if not key:
+        return []
+    bare = key.removeprefix("0x").removeprefix("0X")
+    return sorted({key, bare, bare.lower(), bare.upper()}, key=len, reverse=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""The executor's port to the Akave chain, and the backends behind it."""
+
+from __future__ import annotations
+
+from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket, CreatedBucket
+from shared.settings import Settings
+
+__all__ = ["AkaveBackend", "BackendError", "ChainBucket", "CreatedBucket", "open_backend"]
+
+
+async def open_backend(settings: Settings) -> AkaveBackend:
+    """The backend AKAVE_BACKEND names, ready to use; the caller must `close()` it."""
+    if settings.akave_backend == "akave":
+        from services.executor.backends.akave_sdk import AkaveSdkBackend
+
+        return AkaveSdkBackend.from_settings(settings)
+    from services.executor.backends.simulated import SimulatedChain
+
+    return await SimulatedChain.open(settings)

@@ -1,0 +1,41 @@
+"""Stable error codes for failed jobs, and which chain errors are worth another attempt.
+
+The SDK wraps every failure in `SDKError` with the node's text inside, so the only thing to
+classify on is the message. Unknown errors are retried: the seed's rule is "any exception".
+"""
+
+from __future__ import annotations
+
+INVALID_BUCKET_NAME = "invalid_bucket_name"
+INSUFFICIENT_FUNDS = "insufficient_funds"
+BUCKET_EXISTS = "bucket_exists"
+BUCKET_ALREADY_ON_CHAIN = "bucket_already_on_chain"
+NONCE_CONFLICT = "nonce_conflict"
+RECEIPT_TIMEOUT = "receipt_timeout"
+ATTEMPT_TIMEOUT = "attempt_timeout"
+BACKEND_UNAVAILABLE = "backend_unavailable"
+BACKEND_ERROR = "backend_error"
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+# (code, retryable, lowercase fragments of the message); first match wins.
+_RULES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
+    (INVALID_BUCKET_NAME, False, ("invalid bucket name", "empty bucket name")),
+    (INSUFFICIENT_FUNDS, False, ("insufficient funds",)),
+    (BUCKET_ALREADY_ON_CHAIN, True, ("0x497ef2c2", "bucketalreadyexists")),
+    (NONCE_CONFLICT, True, ("nonce too low", "replacement transaction underpriced")),
+    (RECEIPT_TIMEOUT, True, ("is not in the chain after",)),
+    (
+        BACKEND_UNAVAILABLE,
+        True,
+        ("failed to initialize ipc", "unavailable", "connection refused", "eof", "deadline"),
+    ),
+)
+
+
+def classify(message: str) -> tuple[str, bool]:
+    """(error_code, retryable) for a chain error message."""
+    lowered = message.lower()
+    for code, retryable, fragments in _RULES:
+        if any(fragment in lowered for fragment in fragments):
+            return code, retryable
+    return BACKEND_ERROR, True

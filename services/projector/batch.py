@@ -1,0 +1,75 @@
+"""Apply one batch of records to the read model: fold + upserts + checkpoints, one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.projector import store
+from shared.events import Event, MalformedEvent, UnknownEventType, decode
+from shared.fold import JobState, JobStatus, apply
+
+
+@dataclass
+class BatchOutcome:
+    applied: int = 0
+    skipped_unknown: int = 0
+    already_applied: int = 0
+    malformed: list[tuple[ConsumerRecord[bytes, bytes], str]] = field(default_factory=list)
+    rewind: dict[int, int] = field(default_factory=dict)
+    checkpoints: dict[int, int] = field(default_factory=dict)
+
+
+async def apply_batch(
+    session: AsyncSession,
+    topic: str,
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    expected: Mapping[int, int],
+) -> BatchOutcome:
+    """Fold `records` into `bucket_jobs`; the caller commits.
+
+    `expected` is where this projector believes each partition's checkpoint stands. When the
+    stored one is lower (a rebuild emptied the table), the partition is rewound instead of
+    applied; when it is higher (another projector got there first), older records are skipped.
+    """
+    outcome = BatchOutcome()
+    stored = await store.lock_checkpoints(session, topic, (r.partition for r in records))
+    events: list[Event] = []
+    for record in records:
+        p = record.partition
+        if p in outcome.rewind:
+            continue
+        if stored[p] < expected.get(p, stored[p]):
+            outcome.rewind[p] = stored[p]
+            continue
+        if record.offset < stored[p]:
+            outcome.already_applied += 1
+            continue
+        stored[p] = record.offset + 1
+        try:
+            events.append(decode(record.value))
+        except UnknownEventType:
+            outcome.skipped_unknown += 1
+        except MalformedEvent as exc:
+            outcome.malformed.append((record, str(exc)))
+
+    jobs = await store.load_jobs(session, (e.job_id for e in events))
+    owners = await store.completed_owners(session, (e.data.bucket_name for e in events))
+    changed: dict[uuid.UUID, JobState] = {}
+    for event in events:
+        before = jobs.get(event.job_id)
+        after = apply(before, event, owners.get(event.data.bucket_name))
+        outcome.applied += 1
+        if after is None or after == before:
+            continue
+        jobs[event.job_id] = changed[event.job_id] = after
+        if after.status is JobStatus.COMPLETED:
+            owners[after.bucket_name] = after.job_id
+    await store.upsert_jobs(session, changed.values())
+    outcome.checkpoints = {p: o for p, o in stored.items() if p not in outcome.rewind}
+    await store.save_checkpoints(session, topic, outcome.checkpoints)
+    return outcome

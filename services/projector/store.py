@@ -1,0 +1,111 @@
+"""The projector's SQL: job rows and checkpoints, always inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.fold import JobState, JobStatus
+from shared.models import BucketJob, ProjectorCheckpoint
+
+
+def row_to_state(row: BucketJob) -> JobState:
+    return JobState(
+        job_id=row.id,
+        bucket_name=row.bucket_name,
+        status=JobStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        attempts=row.attempts,
+        tx_hash=row.tx_hash,
+        error=row.error,
+        error_code=row.error_code,
+        completed_at=row.completed_at,
+    )
+
+
+def _state_to_row(state: JobState) -> dict[str, object]:
+    row = asdict(state)
+    row["id"] = row.pop("job_id")
+    row["status"] = state.status.value
+    return row
+
+
+async def lock_checkpoints(
+    session: AsyncSession, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """Next offset per partition, row-locked until commit so two writers cannot interleave."""
+    wanted = sorted(set(partitions))
+    await session.execute(
+        insert(ProjectorCheckpoint)
+        .values([{"topic": topic, "partition": p, "next_offset": 0} for p in wanted])
+        .on_conflict_do_nothing()
+    )
+    rows = await session.execute(
+        select(ProjectorCheckpoint.partition, ProjectorCheckpoint.next_offset)
+        .where(ProjectorCheckpoint.topic == topic, ProjectorCheckpoint.partition.in_(wanted))
+        .order_by(ProjectorCheckpoint.partition)
+        .with_for_update()
+    )
+    return {p: o for p, o in rows}
+
+
+async def read_checkpoints(session: AsyncSession, topic: str) -> dict[int, int]:
+    rows = await session.execute(
+        select(ProjectorCheckpoint.partition, ProjectorCheckpoint.next_offset).where(
+            ProjectorCheckpoint.topic == topic
+        )
+    )
+    return {p: o for p, o in rows}
+
+
+async def save_checkpoints(session: AsyncSession, topic: str, offsets: Mapping[int, int]) -> None:
+    for partition, next_offset in offsets.items():
+        await session.execute(
+            text(
+                "UPDATE projector_checkpoints SET next_offset = :o, updated_at = now() "
+                "WHERE topic = :t AND partition = :p"
+            ),
+            {"o": next_offset, "t": topic, "p": partition},
+        )
+
+
+async def load_jobs(
+    session: AsyncSession, job_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, JobState]:
+    ids = list(set(job_ids))
+    if not ids:
+        return {}
+    rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(ids)))
+    return {row.id: row_to_state(row) for row in rows}
+
+
+async def completed_owners(session: AsyncSession, names: Iterable[str]) -> dict[str, uuid.UUID]:
+    wanted = list(set(names))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(BucketJob.bucket_name, BucketJob.id).where(
+            BucketJob.bucket_name.in_(wanted), BucketJob.status == JobStatus.COMPLETED.value
+        )
+    )
+    return {name: job_id for name, job_id in rows}
+
+
+async def upsert_jobs(session: AsyncSession, states: Iterable[JobState]) -> None:
+    rows = [_state_to_row(s) for s in states]
+    if not rows:
+        return
+    stmt = insert(BucketJob).values(rows)
+    columns = {c: stmt.excluded[c] for c in rows[0] if c != "id"}
+    await session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=columns))
+
+
+async def truncate(session: AsyncSession) -> None:
+    """Empty the read model and its checkpoints together: the next fold starts at offset 0."""
+    await session.execute(text("TRUNCATE bucket_jobs, projector_checkpoints"))

@@ -1,0 +1,222 @@
+"""The bucket event contract: CloudEvents 1.0 in structured JSON mode, one schema version each.
+
+Every event about one bucket name is keyed by that name, so it lands in one partition, in order.
+Consumers must skip types they do not know (`UnknownEventType`) and park what they cannot read
+(`MalformedEvent`). Old schema versions stay readable through `UPCASTERS`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/cloudevents+json"
+CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE.encode())
+SCHEMA_VERSION = 1
+
+_TX_HASH = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{64})$")
+
+
+class MalformedEvent(ValueError):
+    """A record that is not a readable bucket event: bad JSON, bad envelope, bad data."""
+
+
+class UnknownEventType(Exception):
+    """A well-formed CloudEvent of a type this code does not know; consumers skip it."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(f"unknown event type {event_type!r}")
+        self.event_type = event_type
+
+
+def normalise_tx_hash(value: str) -> str:
+    """`0x` + 64 lowercase hex, whatever case or prefix the backend returned."""
+    match = _TX_HASH.match(value.strip())
+    if match is None:
+        raise ValueError("a transaction hash is 64 hexadecimal characters, optionally 0x-prefixed")
+    return "0x" + match.group(1).lower()
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    job_id: uuid.UUID
+    bucket_name: str = Field(min_length=1, max_length=1024)
+
+
+class BucketRequested(_Data):
+    """A client asked for a bucket; the job is born queued."""
+
+    type: Literal["BucketRequested"] = "BucketRequested"
+
+
+class BucketProcessing(_Data):
+    """The executor started attempt number `attempt` (1-based) of the job."""
+
+    type: Literal["BucketProcessing"] = "BucketProcessing"
+    attempt: int = Field(ge=1)
+
+
+class BucketCreated(_Data):
+    """The bucket exists on the chain and belongs to this job."""
+
+    type: Literal["BucketCreated"] = "BucketCreated"
+    tx_hash: str | None = Field(
+        default=None,
+        description="null only for an adopted bucket whose creating transaction we never saw",
+    )
+    bucket_id: str | None = None
+    bucket_created_at: int | None = Field(default=None, description="block time, Unix seconds")
+    adopted: bool = Field(
+        default=False,
+        description="true when the bucket already existed on the chain and the job took it over",
+    )
+
+    @field_validator("tx_hash")
+    @classmethod
+    def _normalise(cls, value: str | None) -> str | None:
+        return None if value is None else normalise_tx_hash(value)
+
+
+class BucketFailed(_Data):
+    """The job ended without a bucket; `error_code` is stable, `error` is for humans."""
+
+    type: Literal["BucketFailed"] = "BucketFailed"
+    error: str
+    error_code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    attempts: int = Field(ge=0)
+
+
+EventData: TypeAlias = BucketRequested | BucketProcessing | BucketCreated | BucketFailed
+DATA_TYPES: dict[str, type[EventData]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (BucketRequested, BucketProcessing, BucketCreated, BucketFailed)
+}
+TERMINAL_TYPES = frozenset({"BucketCreated", "BucketFailed"})
+
+# (event type, schema version) -> function turning that version's `data` into the next one's.
+Upcaster: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class Event(BaseModel):
+    """A CloudEvents 1.0 envelope around one bucket event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    schema_version: int = SCHEMA_VERSION
+    data: EventData
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        return self.data.job_id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+
+def new_event(data: EventData, source: str, *, time: datetime | None = None) -> Event:
+    """A fresh event with a unique id, stamped now (UTC) unless `time` is given."""
+    return Event(
+        id=str(uuid.uuid4()),
+        source=source,
+        type=data.type,
+        subject=data.bucket_name,
+        time=time or datetime.now(UTC),
+        data=data,
+    )
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_cloudevent(event: Event) -> dict[str, Any]:
+    """The structured-mode JSON document, as a dict."""
+    return {
+        "specversion": SPEC_VERSION,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "subject": event.subject,
+        "time": _rfc3339(event.time),
+        "datacontenttype": "application/json",
+        "schemaversion": event.schema_version,
+        "data": event.data.model_dump(mode="json", exclude={"type"}),
+    }
+
+
+def encode(event: Event) -> bytes:
+    return orjson.dumps(to_cloudevent(event))
+
+
+def record_key(event: Event) -> bytes:
+    return event.subject.encode()
+
+
+def _upcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
+    while version < SCHEMA_VERSION:
+        step = UPCASTERS.get((event_type, version))
+        if step is None:
+            raise MalformedEvent(f"no upcaster for {event_type} schema version {version}")
+        data = step(data)
+        version += 1
+    return data
+
+
+def decode(value: bytes | None) -> Event:
+    """Parse one record value; raises `MalformedEvent` or `UnknownEventType`."""
+    if not value:
+        raise MalformedEvent("empty record value")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise MalformedEvent("a CloudEvent must be a JSON object")
+    if doc.get("specversion") != SPEC_VERSION:
+        raise MalformedEvent(f"unsupported CloudEvents specversion {doc.get('specversion')!r}")
+    event_type = doc.get("type")
+    if not isinstance(event_type, str):
+        raise MalformedEvent("missing event type")
+    version = doc.get("schemaversion", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise MalformedEvent(f"bad schema version {version!r}")
+    if version > SCHEMA_VERSION:
+        raise MalformedEvent(f"schema version {version} is newer than this code ({SCHEMA_VERSION})")
+    data_type = DATA_TYPES.get(event_type)
+    if data_type is None:
+        raise UnknownEventType(event_type)
+    raw_data = doc.get("data")
+    if not isinstance(raw_data, dict):
+        raise MalformedEvent("data must be a JSON object")
+    try:
+        data = data_type.model_validate(_upcast(event_type, version, raw_data))
+        event = Event(
+            id=doc["id"],
+            source=doc["source"],
+            type=event_type,
+            subject=doc["subject"],
+            time=doc["time"],
+            data=data,
+        )
+    except (KeyError, ValidationError) as exc:
+        raise MalformedEvent(f"invalid {event_type}: {exc}") from exc
+    if event.subject != data.bucket_name:
+        raise MalformedEvent("subject must equal data.bucket_name")
+    if event.time.tzinfo is None:
+        raise MalformedEvent("time must carry a UTC offset")
+    return event

@@ -1,0 +1,100 @@
+"""The pure fold from bucket events to one job's state: no I/O, no clock, no randomness.
+
+The projector and `replay` both use it, so a rebuild from offset 0 gives the same rows.
+It tolerates everything at-least-once delivery produces: duplicates, re-deliveries and
+late events for finished jobs change nothing, and a status never moves backwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from shared.events import BucketCreated, BucketFailed, BucketProcessing, BucketRequested, Event
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+
+
+BUCKET_EXISTS = "bucket_exists"
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """One row of `bucket_jobs`."""
+
+    job_id: uuid.UUID
+    bucket_name: str
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    attempts: int = 0
+    tx_hash: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    completed_at: datetime | None = None
+
+
+def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) -> JobState | None:
+    """The job after `event`.
+
+    `owner` is the job that already completed a bucket of this name, if any: a second
+    `BucketCreated` for the same name cannot give it a second owner, so that job fails.
+    """
+    data = event.data
+    if job is None:
+        if isinstance(data, BucketRequested):
+            return JobState(
+                job_id=data.job_id,
+                bucket_name=data.bucket_name,
+                status=JobStatus.QUEUED,
+                created_at=event.time,
+                updated_at=event.time,
+            )
+        return None  # an event for a job whose request we never saw: nothing to attach it to
+    if job.status.is_terminal or data.bucket_name != job.bucket_name:
+        return job
+    touched = max(job.updated_at, event.time)
+    if isinstance(data, BucketProcessing):
+        return replace(
+            job,
+            status=JobStatus.PROCESSING,
+            attempts=max(job.attempts, data.attempt),
+            updated_at=touched,
+        )
+    if isinstance(data, BucketCreated):
+        if owner is not None and owner != job.job_id:
+            return replace(
+                job,
+                status=JobStatus.FAILED,
+                error=f"bucket {job.bucket_name!r} already belongs to job {owner}",
+                error_code=BUCKET_EXISTS,
+                updated_at=touched,
+            )
+        return replace(
+            job,
+            status=JobStatus.COMPLETED,
+            tx_hash=data.tx_hash,
+            updated_at=touched,
+            completed_at=event.time,
+        )
+    if isinstance(data, BucketFailed):
+        return replace(
+            job,
+            status=JobStatus.FAILED,
+            error=data.error,
+            error_code=data.error_code,
+            attempts=max(job.attempts, data.attempts),
+            updated_at=touched,
+        )
+    return job  # BucketRequested again: the job already exists

@@ -1,0 +1,57 @@
+"""SQLAlchemy tables of the read model. Alembic migrates them (see alembic/versions)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, Text, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BucketJob(Base):
+    """One job per `BucketRequested`; its columns are `shared.fold.JobState`."""
+
+    __tablename__ = "bucket_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    bucket_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    status: Mapped[str] = mapped_column(String(50), nullable=False)
+    tx_hash: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_bucket_jobs_status", "status"),
+        Index("ix_bucket_jobs_created_at", "created_at"),
+        Index("ix_bucket_jobs_bucket_name", "bucket_name"),
+        Index(
+            "uq_bucket_jobs_completed_name",
+            "bucket_name",
+            unique=True,
+            postgresql_where=text("status = 'completed'"),
+        ),
+        Index("ix_bucket_jobs_completed_at_id", "completed_at", "id"),
+    )
+
+
+class ProjectorCheckpoint(Base):
+    """The next offset to apply per partition, committed with the rows it covers."""
+
+    __tablename__ = "projector_checkpoints"
+
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=text("now()")
+    )
