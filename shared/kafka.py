@@ -72,4 +72,4 @@ async def append(producer: AIOKafkaProducer, topic: str, event: Event) -> tuple[
 
 def partition_for(bucket_name: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for a bucket name."""
-    return (murmur2(bucket_name.encode()) & 0x7FFFFFFF) % partitions
+    return int(murmur2(bucket_name.encode()) & 0x7FFFFFFF) % partitions

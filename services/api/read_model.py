@@ -6,8 +6,9 @@ import asyncio
 import base64
 import binascii
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -15,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.api.schemas import Bucket, Job
 from shared.fold import JobStatus
 from shared.models import BucketJob, ProjectorCheckpoint
+
+T = TypeVar("T")
 
 
 class BadCursor(ValueError):
@@ -41,7 +44,7 @@ class ReadModel:
         self._topic = topic
         self._timeout = timeout_s
 
-    async def _bounded(self, coro):  # type: ignore[no-untyped-def]
+    async def _bounded(self, coro: Awaitable[T]) -> T:
         return await asyncio.wait_for(coro, self._timeout)
 
     async def job(self, job_id: uuid.UUID) -> Job | None:
@@ -50,7 +53,7 @@ class ReadModel:
                 row = await session.get(BucketJob, job_id)
                 return None if row is None else _job(row)
 
-        return await self._bounded(go())  # type: ignore[no-any-return]
+        return await self._bounded(go())
 
     async def owner_of(self, bucket_name: str) -> Job | None:
         """The completed job that created `bucket_name`, if any."""
@@ -65,7 +68,7 @@ class ReadModel:
                 )
                 return None if row is None else _job(row)
 
-        return await self._bounded(go())  # type: ignore[no-any-return]
+        return await self._bounded(go())
 
     async def buckets(self, limit: int, cursor: str | None) -> tuple[list[Bucket], str | None]:
         after = _decode_cursor(cursor) if cursor else None

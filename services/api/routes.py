@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -44,7 +44,9 @@ IdempotencyKey = Annotated[
         description="Same key and same body: the same job is returned instead of a new one.",
     ),
 ]
-UNAVAILABLE = {503: {"model": Problem, "description": "a dependency is down; see Retry-After"}}
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": Problem, "description": "a dependency is down; see Retry-After"}
+}
 
 
 @router.post(

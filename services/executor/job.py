@@ -154,4 +154,4 @@ class JobRunner:
 
     @staticmethod
     def _event(job: Job, kind: type[EventData], **fields: object) -> EventData:
-        return kind(job_id=job.job_id, bucket_name=job.bucket_name, **fields)  # type: ignore[arg-type]
+        return kind(job_id=job.job_id, bucket_name=job.bucket_name, **fields)

@@ -1,0 +1,41 @@
+# One command runs the gateway (`make run`), one runs the tests (`make test`).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck unit migrate infra-up infra-down clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/akave-gateway dev
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy shared services localinfra
+
+test: lint typecheck
+	$(BIN)/pytest
+
+migrate: install
+	$(BIN)/akave-gateway migrate
+
+infra-up: install
+	$(BIN)/python -m localinfra up
+
+infra-down: install
+	$(BIN)/python -m localinfra down
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache .hypothesis
