@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+
+from shared.kafka import Appender
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ CONSUMER = "dlq.consumer"
 
 
 async def park(
-    producer: AIOKafkaProducer,
+    appender: Appender,
     dead_letter_topic: str,
     record: ConsumerRecord[bytes, bytes],
     error: str,
@@ -32,7 +33,7 @@ async def park(
         (ERROR, error.encode()[:2000]),
         (CONSUMER, consumer.encode()),
     ]
-    await producer.send_and_wait(dead_letter_topic, record.value, key=record.key, headers=headers)
+    await appender.send(dead_letter_topic, record.value, record.key, headers)
     log.warning(
         "parked unreadable record",
         extra={

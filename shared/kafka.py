@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 
 from shared.events import CONTENT_TYPE_HEADER, Event, encode, record_key
@@ -62,12 +64,74 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
-async def append(producer: AIOKafkaProducer, topic: str, event: Event) -> tuple[int, int]:
-    """Append one event and wait for the broker's acknowledgement: (partition, offset)."""
-    meta = await producer.send_and_wait(
-        topic, encode(event), key=record_key(event), headers=[CONTENT_TYPE_HEADER]
-    )
-    return meta.partition, meta.offset
+class Appender:
+    """The one way to write to the log: a producer started on first use and replaced after any
+    failed write, so an idempotent producer wedged by a broker outage (out-of-order sequence
+    numbers, unknown producer id) heals by itself once the broker is back."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _ready(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = make_producer(self._settings)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await _stop_quietly(producer)
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def _replace(self, failed: AIOKafkaProducer) -> None:
+        async with self._lock:
+            if self._producer is failed:
+                self._producer = None
+                await _stop_quietly(failed)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> tuple[int, int]:
+        """Write one record and wait for the broker's acknowledgement: (partition, offset)."""
+        producer = await self._ready()
+        try:
+            meta = await producer.send_and_wait(topic, value, key=key, headers=list(headers))
+        except (KafkaError, OSError):
+            await self._replace(producer)
+            raise
+        return meta.partition, meta.offset
+
+    async def append(self, topic: str, event: Event) -> tuple[int, int]:
+        return await self.send(topic, encode(event), record_key(event), [CONTENT_TYPE_HEADER])
+
+    async def partitions_for(self, topic: str) -> list[int]:
+        producer = await self._ready()
+        return sorted(await producer.partitions_for(topic))
+
+    async def ping(self) -> None:
+        """Raise unless a broker answers a metadata request now."""
+        producer = await self._ready()
+        await producer.client.fetch_all_metadata()
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._producer is not None:
+                await _stop_quietly(self._producer)
+                self._producer = None
+
+
+async def _stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    try:
+        await client.stop()
+    except Exception:  # stopping a client that never connected can fail; nothing to undo
+        log.debug("client stop failed", exc_info=True)
 
 
 def partition_for(bucket_name: str, partitions: int) -> int:

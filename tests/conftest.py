@@ -1,13 +1,15 @@
 """Session infrastructure: a real Kafka broker and a real PostgreSQL database.
 
 `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` in the environment point the suite at services
-someone else runs; otherwise it starts a throwaway broker (ports 29092/29093) and uses the
+someone else runs; otherwise it starts a throwaway broker on free ports and uses the
 machine's PostgreSQL with a fresh database of its own.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, ensure_postgres
 from services.cli import migrate
 from shared.settings import Settings
-from tests.stack import REPO, Stack
+from tests.stack import REPO, Stack, free_port
 
 TEST_DATABASE = "akave_gateway_test"
 
@@ -27,12 +29,16 @@ def kafka() -> Iterator[LocalKafka | None]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield None
         return
-    broker = LocalKafka(REPO, name="test", port=29092, controller_port=29093, fresh=True)
+    # A broker of this session's own (name and ports), so two suites never share one.
+    broker = LocalKafka(
+        REPO, name=f"test-{os.getpid()}", port=free_port(), controller_port=free_port(), fresh=True
+    )
     broker.start()
     try:
         yield broker
     finally:
         broker.stop()
+        shutil.rmtree(broker.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -62,10 +68,28 @@ def base_settings(kafka: LocalKafka | None, database_url: str) -> Settings:
     )
 
 
+def fresh_database(base: Settings) -> str:
+    """A migrated database of its own (unless the suite was pointed at one by DATABASE_URL)."""
+    if os.environ.get("DATABASE_URL"):
+        return base.database_url
+    url = create_database(ensure_postgres(None), f"akave_gw_{uuid.uuid4().hex[:10]}")
+    migrate(Settings(database_url=url))
+    return url
+
+
 @pytest.fixture(scope="module")
-def stack(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """api + executor + projector as OS processes on a topic of this module's own."""
-    running = Stack(Stack.settings_for(base_settings), tmp_path_factory.mktemp("stack"))
+def stack_settings(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+    """This module's settings: its own topic and database, plus the module's STACK_SETTINGS."""
+    overrides = getattr(request.module, "STACK_SETTINGS", {})
+    return Stack.settings_for(
+        base_settings, database_url=fresh_database(base_settings), **overrides
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """api + executor + projector as OS processes on a topic and database of this module's own."""
+    running = Stack(stack_settings, tmp_path_factory.mktemp("stack"))
     running.start()
     try:
         yield running

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from services.api import errors
 from services.api.log_client import LogClient
@@ -14,8 +13,6 @@ from services.api.read_model import ReadModel
 from services.api.routes import router
 from shared.db import make_engine, make_sessionmaker
 from shared.settings import Settings
-
-JSON_TYPES = ("application/json", "application/merge-patch+json")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,17 +38,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Create Akave buckets as tracked jobs: answer now, do the chain work behind it.",
         lifespan=lifespan,
     )
-
-    @app.middleware("http")
-    async def json_bodies_only(request: Request, call_next):  # type: ignore[no-untyped-def]
-        if request.method in ("POST", "PUT", "PATCH"):
-            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if kind not in JSON_TYPES:
-                return JSONResponse(
-                    {"detail": "Content-Type must be application/json"}, status_code=415
-                )
-        response: Response = await call_next(request)
-        return response
 
     errors.install(app, settings.retry_after_s)
     app.include_router(router)

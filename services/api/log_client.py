@@ -1,23 +1,25 @@
 """The API's connection to the log: appends events and reads end offsets.
 
-Clients start lazily and restart after a failure, so the API comes up while Kafka is down and
-recovers by itself when it returns; every call is bounded so callers can answer 503 quickly.
+Clients start lazily and are replaced after a failure, so the API comes up while Kafka is down
+and recovers by itself when it returns; every call is bounded so callers can answer 503 fast.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared.events import Event
-from shared.kafka import append, make_consumer, make_producer
+from shared.kafka import Appender, make_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class LogUnavailable(Exception):
@@ -26,76 +28,64 @@ class LogUnavailable(Exception):
 
 class LogClient:
     def __init__(self, settings: Settings) -> None:
+        self._topic = settings.bucket_events_topic
         self._settings = settings
         self._timeout = settings.append_timeout_s
-        self._producer: AIOKafkaProducer | None = None
+        self._appender = Appender(settings)
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
-    async def _clients(self) -> tuple[AIOKafkaProducer, AIOKafkaConsumer]:
-        async with self._lock:
-            if self._producer is None or self._consumer is None:
-                producer = make_producer(self._settings)
-                consumer = make_consumer(self._settings)
-                try:
-                    await producer.start()
-                    await consumer.start()
-                except BaseException:
-                    await _quietly(producer.stop())
-                    await _quietly(consumer.stop())
-                    raise
-                self._producer, self._consumer = producer, consumer
-            return self._producer, self._consumer
-
-    async def _bounded(self, what: str, coro_fn: Any) -> Any:
+    async def _bounded(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await asyncio.wait_for(coro_fn(), self._timeout)
+            return await asyncio.wait_for(call(), self._timeout)
         except (TimeoutError, KafkaError, OSError) as exc:
             log.warning("log unavailable", extra={"operation": what, "error": repr(exc)})
             raise LogUnavailable(f"the event log did not answer ({what})") from exc
 
     async def append(self, event: Event) -> tuple[int, int]:
         """Append and wait for the broker's acknowledgement; (partition, offset)."""
-
-        async def go() -> tuple[int, int]:
-            producer, _ = await self._clients()
-            return await append(producer, self._settings.bucket_events_topic, event)
-
-        result: tuple[int, int] = await self._bounded("append", go)
-        return result
+        return await self._bounded("append", lambda: self._appender.append(self._topic, event))
 
     async def end_offsets(self) -> dict[int, int]:
         """The current end offset of every partition of the event topic."""
 
         async def go() -> dict[int, int]:
-            producer, consumer = await self._clients()
-            topic = self._settings.bucket_events_topic
-            partitions = await producer.partitions_for(topic)
-            ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+            partitions = await self._appender.partitions_for(self._topic)
+            consumer = await self._offsets_reader()
+            try:
+                ends = await consumer.end_offsets(
+                    [TopicPartition(self._topic, p) for p in partitions]
+                )
+            except (KafkaError, OSError):
+                await self._drop_reader(consumer)
+                raise
             return {tp.partition: offset for tp, offset in ends.items()}
 
-        result: dict[int, int] = await self._bounded("end offsets", go)
-        return result
+        return await self._bounded("end offsets", go)
 
     async def check(self) -> None:
         """Raise `LogUnavailable` unless a broker answers a metadata request now."""
+        await self._bounded("health", self._appender.ping)
 
-        async def go() -> None:
-            producer, _ = await self._clients()
-            await producer.client.fetch_all_metadata()
+    async def _offsets_reader(self) -> AIOKafkaConsumer:
+        async with self._lock:
+            if self._consumer is None:
+                consumer = make_consumer(self._settings)
+                await consumer.start()
+                self._consumer = consumer
+            return self._consumer
 
-        await self._bounded("health", go)
+    async def _drop_reader(self, consumer: AIOKafkaConsumer) -> None:
+        async with self._lock:
+            current = self._consumer is consumer
+            if current:
+                self._consumer = None
+        if current:
+            await consumer.stop()
 
     async def close(self) -> None:
+        await self._appender.stop()
         async with self._lock:
-            for client in (self._producer, self._consumer):
-                if client is not None:
-                    await _quietly(client.stop())
-            self._producer = self._consumer = None
-
-
-async def _quietly(stopping: Any) -> None:
-    try:
-        await stopping
-    except Exception:  # closing a client that never connected may fail; nothing to do
-        log.debug("client stop failed", exc_info=True)
+            consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()

@@ -32,6 +32,14 @@ def settings(request: Request) -> Settings:
     return current
 
 
+def json_body(content_type: Annotated[str, Header()] = "") -> None:
+    """Bodies are JSON only: anything else is refused before it is parsed."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"
+        )
+
+
 Log = Annotated[LogClient, Depends(log_client)]
 Reads = Annotated[ReadModel, Depends(read_model)]
 Config = Annotated[Settings, Depends(settings)]
@@ -54,6 +62,7 @@ UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobAccepted,
     responses={409: {"model": Problem}, 415: {"model": Problem}, **UNAVAILABLE},
+    dependencies=[Depends(json_body)],
 )
 async def create_bucket(
     body: CreateBucket,

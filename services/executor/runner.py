@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
@@ -25,7 +25,7 @@ from services.executor.transactions import TransactionGate
 from shared.dead_letter import park
 from shared.events import EventData, MalformedEvent, UnknownEventType, decode, new_event
 from shared.fold import JobState
-from shared.kafka import append, ensure_topics, make_consumer, make_producer
+from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,11 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         settings: Settings,
         backend: AkaveBackend,
         consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        appender: Appender,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
-        self._producer = producer
+        self._appender = appender
         self._topic = settings.bucket_events_topic
         self._partitions: dict[int, _Partition] = {}
         self._scheduler = KeyedScheduler()
@@ -138,7 +138,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
             self.stats["malformed"] += 1
             if record.offset >= part.committed:  # below it, an earlier run parked it already
                 await park(
-                    self._producer, self._settings.dead_letter_topic, record, str(exc), "executor"
+                    self._appender, self._settings.dead_letter_topic, record, str(exc), "executor"
                 )
             return
         is_new_job = part.ledger.observe(event, record.offset)
@@ -186,7 +186,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         delay = 0.2
         while True:
             try:
-                await append(self._producer, self._topic, event)
+                await self._appender.append(self._topic, event)
                 break
             except KafkaError as exc:
                 log.warning(
@@ -225,16 +225,15 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     await ensure_topics(settings)
     backend = await open_backend(settings)
-    producer = make_producer(settings)
+    appender = Appender(settings)
     consumer = make_consumer(
         settings,
         group_id=settings.executor_group_id,
         session_timeout_ms=settings.executor_session_timeout_ms,
         heartbeat_interval_ms=max(1000, settings.executor_session_timeout_ms // 3),
     )
-    await producer.start()
     try:
-        executor = Executor(settings, backend, consumer, producer)
+        executor = Executor(settings, backend, consumer, appender)
         consumer.subscribe([settings.bucket_events_topic], listener=executor)
         await consumer.start()
         try:
@@ -244,5 +243,5 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             await consumer.stop()
         log.info("executor stopped", extra=dict(executor.stats))
     finally:
-        await producer.stop()
+        await appender.stop()
         await backend.close()

@@ -10,24 +10,19 @@ import asyncio
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from services.projector import store
 from services.projector.batch import apply_batch
 from shared.db import make_engine, make_sessionmaker
 from shared.dead_letter import park
-from shared.kafka import ensure_topics, make_consumer, make_producer
+from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.lifecycle import wait_or_stop
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 CONSUMER_NAME = "projector"
-
-
-async def _partitions(producer: AIOKafkaProducer, topic: str) -> list[TopicPartition]:
-    """The topic's partitions (the producer waits for fresh metadata when it must)."""
-    return [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]
 
 
 async def _caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
@@ -44,11 +39,10 @@ async def run(settings: Settings, stop: asyncio.Event, *, until_caught_up: bool 
     engine = make_engine(settings, pool_size=2)
     sessions = make_sessionmaker(engine)
     consumer = make_consumer(settings, max_partition_fetch_bytes=4 * 1024 * 1024)
-    producer = make_producer(settings)
+    appender = Appender(settings)
     await consumer.start()
-    await producer.start()
     try:
-        partitions = await _partitions(producer, topic)
+        partitions = [TopicPartition(topic, p) for p in await appender.partitions_for(topic)]
         consumer.assign(partitions)
         async with sessions() as session:
             positions = await store.read_checkpoints(session, topic)
@@ -69,7 +63,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, until_caught_up: bool 
                     outcome = await apply_batch(session, topic, records, positions)
                     for record, error in outcome.malformed:
                         await park(
-                            producer, settings.dead_letter_topic, record, error, CONSUMER_NAME
+                            appender, settings.dead_letter_topic, record, error, CONSUMER_NAME
                         )
             except (DBAPIError, SQLAlchemyError, OSError) as exc:
                 log.warning("projection batch failed; retrying", extra={"error": str(exc)})
@@ -92,7 +86,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, until_caught_up: bool 
         log.info("projector stopped", extra={**stats, "seconds": round(elapsed, 3)})
     finally:
         await consumer.stop()
-        await producer.stop()
+        await appender.stop()
         await engine.dispose()
 
 

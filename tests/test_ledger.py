@@ -1,0 +1,233 @@
+"""The executor's fold of one partition: new requests, unfinished jobs, owners, attempts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from itertools import count
+
+from services.executor.ledger import PartitionLedger
+from shared.events import (
+    BucketCreated,
+    BucketFailed,
+    BucketProcessing,
+    BucketRequested,
+    Event,
+    EventData,
+    new_event,
+)
+from shared.fold import JobStatus
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+_ticks = count()
+
+
+def at(data: EventData) -> Event:
+    """An event with a time later than every earlier one made here."""
+    return new_event(data, "/tests/ledger", time=T0 + timedelta(seconds=next(_ticks)))
+
+
+def requested(job: uuid.UUID, name: str) -> Event:
+    return at(BucketRequested(job_id=job, bucket_name=name))
+
+
+def processing(job: uuid.UUID, name: str, attempt: int) -> Event:
+    return at(BucketProcessing(job_id=job, bucket_name=name, attempt=attempt))
+
+
+def created(job: uuid.UUID, name: str) -> Event:
+    return at(BucketCreated(job_id=job, bucket_name=name, tx_hash="0x" + "1f" * 32))
+
+
+def failed(job: uuid.UUID, name: str, attempts: int = 3) -> Event:
+    return at(
+        BucketFailed(
+            job_id=job, bucket_name=name, error="gave up", error_code="backend_error",
+            attempts=attempts,
+        )
+    )  # fmt: skip
+
+
+def test_new_request_is_reported_once() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    assert ledger.observe(requested(job, "alpha"), offset=0) is True
+    assert job in ledger.unfinished
+    assert ledger.unfinished[job].status is JobStatus.QUEUED
+    assert ledger.request_offsets == {job: 0}
+
+
+def test_duplicate_request_is_not_new_and_keeps_the_first_offset() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    request = requested(job, "alpha")
+    assert ledger.observe(request, offset=3) is True
+    assert ledger.observe(request, offset=3) is False
+    assert ledger.observe(request, offset=9) is False
+    assert ledger.request_offsets == {job: 3}
+    assert list(ledger.unfinished) == [job]
+
+
+def test_request_redelivered_after_the_job_ended_is_not_new() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    request = requested(job, "alpha")
+    ledger.observe(request, offset=0)
+    ledger.observe(failed(job, "alpha"), offset=1)
+    assert ledger.observe(request, offset=0) is False
+    assert job not in ledger.unfinished
+
+
+def test_progress_events_are_never_new_requests() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    ledger.observe(requested(job, "alpha"), offset=0)
+    assert ledger.observe(processing(job, "alpha", 1), offset=1) is False
+    assert ledger.observe(processing(job, "alpha", 1), offset=2) is False
+    assert ledger.observe(created(job, "alpha"), offset=3) is False
+
+
+def test_events_of_a_job_whose_request_was_never_seen_are_ignored() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    assert ledger.observe(processing(job, "alpha", 1), offset=5) is False
+    assert ledger.observe(created(job, "alpha"), offset=6) is False
+    assert ledger.unfinished == {} and ledger.request_offsets == {} and ledger.owners == {}
+
+
+def test_completed_job_leaves_unfinished_and_its_request_offset() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    ledger.observe(requested(job, "alpha"), offset=0)
+    ledger.observe(processing(job, "alpha", 1), offset=1)
+    ledger.observe(created(job, "alpha"), offset=2)
+    assert job not in ledger.unfinished
+    assert job not in ledger.request_offsets
+    assert job in ledger.finished
+    assert ledger.pending_in_log_order() == []
+
+
+def test_failed_job_leaves_unfinished_and_owns_nothing() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    ledger.observe(requested(job, "alpha"), offset=0)
+    ledger.observe(failed(job, "alpha"), offset=1)
+    assert job not in ledger.unfinished and job not in ledger.request_offsets
+    assert job in ledger.finished
+    assert ledger.owners == {}
+
+
+def test_events_after_a_job_ended_change_nothing() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    ledger.observe(requested(job, "alpha"), offset=0)
+    ledger.observe(created(job, "alpha"), offset=1)
+    assert ledger.observe(processing(job, "alpha", 2), offset=2) is False
+    assert ledger.observe(failed(job, "alpha"), offset=3) is False
+    assert job not in ledger.unfinished
+    assert ledger.owners == {"alpha": job}
+
+
+def test_first_completed_job_of_a_name_owns_it() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    ledger.observe(requested(job, "alpha"), offset=0)
+    ledger.observe(created(job, "alpha"), offset=1)
+    assert ledger.owners == {"alpha": job}
+
+
+def test_later_created_for_an_owned_name_does_not_take_it_over() -> None:
+    ledger = PartitionLedger()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    ledger.observe(requested(first, "alpha"), offset=0)
+    ledger.observe(requested(second, "alpha"), offset=1)
+    ledger.observe(created(first, "alpha"), offset=2)
+    ledger.observe(created(second, "alpha"), offset=3)
+    assert ledger.owners == {"alpha": first}
+    assert second not in ledger.unfinished and second in ledger.finished
+
+
+def test_job_that_failed_does_not_block_a_later_job_from_owning_the_name() -> None:
+    ledger = PartitionLedger()
+    loser, winner = uuid.uuid4(), uuid.uuid4()
+    ledger.observe(requested(loser, "alpha"), offset=0)
+    ledger.observe(failed(loser, "alpha"), offset=1)
+    ledger.observe(requested(winner, "alpha"), offset=2)
+    ledger.observe(created(winner, "alpha"), offset=3)
+    assert ledger.owners == {"alpha": winner}
+
+
+def test_owners_are_kept_per_name() -> None:
+    ledger = PartitionLedger()
+    a, b = uuid.uuid4(), uuid.uuid4()
+    ledger.observe(requested(a, "alpha"), offset=0)
+    ledger.observe(requested(b, "beta"), offset=1)
+    ledger.observe(created(b, "beta"), offset=2)
+    ledger.observe(created(a, "alpha"), offset=3)
+    assert ledger.owners == {"alpha": a, "beta": b}
+
+
+def test_pending_jobs_come_in_the_order_of_their_request_offsets() -> None:
+    ledger = PartitionLedger()
+    jobs = {offset: uuid.uuid4() for offset in (40, 7, 23, 3, 15)}
+    for offset, job in jobs.items():  # observed out of log order on purpose
+        ledger.observe(requested(job, f"name-{offset}"), offset=offset)
+    pending = ledger.pending_in_log_order()
+    assert [offset for offset, _ in pending] == [3, 7, 15, 23, 40]
+    assert [state.job_id for _, state in pending] == [jobs[o] for o in (3, 7, 15, 23, 40)]
+
+
+def test_pending_jobs_leave_out_the_finished_ones() -> None:
+    ledger = PartitionLedger()
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    ledger.observe(requested(a, "alpha"), offset=0)
+    ledger.observe(requested(b, "beta"), offset=1)
+    ledger.observe(requested(c, "gamma"), offset=2)
+    ledger.observe(processing(a, "alpha", 1), offset=3)
+    ledger.observe(created(b, "beta"), offset=4)
+    pending = ledger.pending_in_log_order()
+    assert [(offset, state.job_id) for offset, state in pending] == [(0, a), (2, c)]
+    assert pending[0][1].status is JobStatus.PROCESSING
+    assert pending[1][1].status is JobStatus.QUEUED
+
+
+def test_request_observed_without_an_offset_is_not_pending() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    assert ledger.observe(requested(job, "alpha")) is True
+    assert job in ledger.unfinished
+    assert ledger.pending_in_log_order() == []
+
+
+def test_own_event_observed_without_offset_keeps_the_request_offset() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    ledger.observe(requested(job, "alpha"), offset=12)
+    ledger.observe(processing(job, "alpha", 1))
+    assert ledger.request_offsets == {job: 12}
+    assert [offset for offset, _ in ledger.pending_in_log_order()] == [12]
+
+
+def test_attempts_used_follows_processing_events() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    ledger.observe(requested(job, "alpha"), offset=0)
+    assert ledger.attempts_used(job) == 0
+    ledger.observe(processing(job, "alpha", 1), offset=1)
+    assert ledger.attempts_used(job) == 1
+    ledger.observe(processing(job, "alpha", 2), offset=2)
+    assert ledger.attempts_used(job) == 2
+    ledger.observe(processing(job, "alpha", 1), offset=3)  # a late duplicate of attempt 1
+    assert ledger.attempts_used(job) == 2
+    ledger.observe(processing(job, "alpha", 3))
+    assert ledger.attempts_used(job) == 3
+
+
+def test_attempts_used_is_zero_for_unknown_and_finished_jobs() -> None:
+    ledger = PartitionLedger()
+    job = uuid.uuid4()
+    assert ledger.attempts_used(job) == 0
+    ledger.observe(requested(job, "alpha"), offset=0)
+    ledger.observe(processing(job, "alpha", 2), offset=1)
+    ledger.observe(failed(job, "alpha", attempts=2), offset=2)
+    assert ledger.attempts_used(job) == 0
