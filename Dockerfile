@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    API_HOST=0.0.0.0
 
 # The Akave SDK is not on PyPI and needs git to install; only images for AKAVE_BACKEND=akave
 # need it: docker compose build --build-arg INSTALL_AKAVE_SDK=true

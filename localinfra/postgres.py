@@ -95,6 +95,19 @@ def create_database(admin_url: str, name: str, *, drop_existing: bool = True) ->
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
+def drop_database(url: str) -> None:
+    """Drop the database `url` names (connecting to its server's `postgres` database)."""
+    admin = sqlalchemy_url(url)
+    parts = urlsplit(admin)
+    name = parts.path.lstrip("/")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ValueError(f"database name must be a plain lower-case identifier: {name!r}")
+    libpq = urlunsplit(parts._replace(path="/postgres")).replace(
+        "postgresql+psycopg://", "postgresql://", 1
+    )
+    _psql_url(libpq, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def sqlalchemy_url(url: str) -> str:
     """`postgres://` and `postgresql://` URLs in the form SQLAlchemy needs for psycopg 3."""
     for prefix in ("postgresql://", "postgres://"):

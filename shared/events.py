@@ -192,14 +192,14 @@ def decode(value: bytes | None) -> Event:
     event_type = doc.get("type")
     if not isinstance(event_type, str):
         raise MalformedEvent("missing event type")
+    data_type = DATA_TYPES.get(event_type)
+    if data_type is None:
+        raise UnknownEventType(event_type)
     version = doc.get("schemaversion", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise MalformedEvent(f"bad schema version {version!r}")
     if version > SCHEMA_VERSION:
         raise MalformedEvent(f"schema version {version} is newer than this code ({SCHEMA_VERSION})")
-    data_type = DATA_TYPES.get(event_type)
-    if data_type is None:
-        raise UnknownEventType(event_type)
     raw_data = doc.get("data")
     if not isinstance(raw_data, dict):
         raise MalformedEvent("data must be a JSON object")

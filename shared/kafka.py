@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.partitioner import murmur2
 
 from shared.events import CONTENT_TYPE_HEADER, Event, encode, record_key
@@ -48,20 +48,23 @@ async def ensure_topics(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        for name in (settings.bucket_events_topic, settings.dead_letter_topic):
-            topic = NewTopic(
+        wanted = [
+            NewTopic(
                 name=name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
                 topic_configs={"retention.ms": "-1"},
             )
-            try:
-                await admin.create_topics([topic])
-            except TopicAlreadyExistsError:
-                continue
-            log.info("created topic", extra={"topic": name})
+            for name in (settings.bucket_events_topic, settings.dead_letter_topic)
+        ]
+        response = await admin.create_topics(wanted)
     finally:
         await admin.close()
+    for name, code, *rest in response.topic_errors:
+        if code == 0:
+            log.info("created topic", extra={"topic": name})
+        elif code != TopicAlreadyExistsError.errno:
+            raise for_code(code)(f"cannot create topic {name}: {rest[0] if rest else code}")
 
 
 class Appender:

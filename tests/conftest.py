@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from localinfra.kafka import LocalKafka
-from localinfra.postgres import create_database, ensure_postgres
+from localinfra.postgres import create_database, drop_database, ensure_postgres
 from services.cli import migrate
 from shared.settings import Settings
 from tests.stack import REPO, Stack, free_port
@@ -42,13 +42,16 @@ def kafka() -> Iterator[LocalKafka | None]:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def database_url() -> Iterator[str]:
     if os.environ.get("DATABASE_URL"):
         url = ensure_postgres(os.environ["DATABASE_URL"])
-    else:
-        url = create_database(ensure_postgres(None), TEST_DATABASE)
+        migrate(Settings(database_url=url))
+        yield url
+        return
+    url = create_database(ensure_postgres(None), f"{TEST_DATABASE}_{os.getpid()}")
     migrate(Settings(database_url=url))
-    return url
+    yield url
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")

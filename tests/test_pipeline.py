@@ -147,3 +147,23 @@ async def test_health_names_each_dependency(stack: Stack, client: httpx.AsyncCli
     response = await client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "log": "ok"}}
+
+
+async def test_concurrent_requests_with_one_idempotency_key_make_one_job(
+    stack: Stack, client: httpx.AsyncClient, chain: SimulatedChain
+) -> None:
+    key = unique_name("key")
+    names = [unique_name("idem-a"), unique_name("idem-b")]
+    responses = await asyncio.gather(
+        *(post(client, names[i % 2], **{"Idempotency-Key": key}) for i in range(10))
+    )
+    accepted = [r for r in responses if r.status_code == 202]
+    assert {r.json()["job_id"] for r in accepted} == {accepted[0].json()["job_id"]}
+    winner = accepted[0].json()["bucket_name"]
+    assert all(r.json()["bucket_name"] == winner for r in accepted)
+    assert all(r.status_code == 422 for r in responses if r not in accepted)
+    assert len(accepted) == 5
+    await stack.wait_terminal(client, accepted[0].json()["job_id"])
+    loser = names[1 - names.index(winner)]
+    assert (await chain.create_calls(winner)).get("created") == 1
+    assert await chain.create_calls(loser) == {}

@@ -36,25 +36,45 @@ class Accepted:
     bucket_name: str
     status: JobStatus
     replayed: bool  # true when an earlier request with the same Idempotency-Key made the job
+    partition: int = -1
+    offset: int = -1
 
 
 async def request_bucket(
-    log: LogClient, reads: ReadModel, bucket_name: str, idempotency_key: str | None
+    log: LogClient,
+    reads: ReadModel,
+    bucket_name: str,
+    idempotency_key: str | None,
+    projection_wait_s: float,
 ) -> Accepted:
     """Accept a bucket request: refuse names already created, honour idempotency, append."""
-    job_id = uuid.uuid4()
-    if idempotency_key is not None:
-        job_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)
+    if idempotency_key is None:
+        return await _append_request(log, reads, uuid.uuid4(), bucket_name)
+    job_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)
+    # One request per key at a time, across API processes, and the lock is held until the
+    # projection shows the job: a concurrent retry then finds it instead of racing it.
+    async with reads.exclusive(f"idempotency-key:{idempotency_key}"):
         earlier = await reads.job(job_id)
         if earlier is not None:
             if earlier.bucket_name != bucket_name:
                 raise IdempotencyKeyReused(earlier)
             return Accepted(earlier.job_id, bucket_name, earlier.status, replayed=True)
+        accepted = await _append_request(log, reads, job_id, bucket_name)
+        await reads.wait_until_projected(
+            {accepted.partition: accepted.offset + 1}, projection_wait_s
+        )
+        return accepted
+
+
+async def _append_request(
+    log: LogClient, reads: ReadModel, job_id: uuid.UUID, bucket_name: str
+) -> Accepted:
     owner = await reads.owner_of(bucket_name)
     if owner is not None:
         raise BucketAlreadyCreated(owner)
-    await log.append(new_event(BucketRequested(job_id=job_id, bucket_name=bucket_name), SOURCE))
-    return Accepted(job_id, bucket_name, JobStatus.QUEUED, replayed=False)
+    event = new_event(BucketRequested(job_id=job_id, bucket_name=bucket_name), SOURCE)
+    partition, offset = await log.append(event)
+    return Accepted(job_id, bucket_name, JobStatus.QUEUED, False, partition, offset)
 
 
 async def find_job(

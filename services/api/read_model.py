@@ -6,7 +6,8 @@ import asyncio
 import base64
 import binascii
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
 
@@ -100,6 +101,17 @@ class ReadModel:
         ]
         more = len(rows) > limit
         return items, _encode_cursor(page[-1]) if more and page else None
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Hold a cluster-wide lock on `name` (every API process shares it) until exit."""
+        async with self._sessions() as session, session.begin():
+            await self._bounded(
+                session.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name}
+                )
+            )
+            yield
 
     async def ping(self) -> None:
         async def go() -> None:

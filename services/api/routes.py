@@ -69,9 +69,12 @@ async def create_bucket(
     response: Response,
     log: Log,
     reads: Reads,
+    config: Config,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
-    accepted = await intake.request_bucket(log, reads, body.bucket_name, idempotency_key)
+    accepted = await intake.request_bucket(
+        log, reads, body.bucket_name, idempotency_key, config.read_your_writes_timeout_s
+    )
     response.headers["Location"] = f"/buckets/jobs/{accepted.job_id}"
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"

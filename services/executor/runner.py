@@ -188,7 +188,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
             try:
                 await self._appender.append(self._topic, event)
                 break
-            except KafkaError as exc:
+            except (KafkaError, OSError) as exc:
                 log.warning(
                     "append failed; retrying", extra={"error": str(exc), "job_id": str(data.job_id)}
                 )

@@ -39,7 +39,7 @@ class OffsetTracker:
 
 class KeyedScheduler:
     def __init__(self) -> None:
-        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._by_key: dict[str, list[asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(
@@ -48,22 +48,28 @@ class KeyedScheduler:
         work: Callable[[], Coroutine[Any, Any, None]],
         on_done: Callable[[asyncio.Task[None]], None] | None = None,
     ) -> asyncio.Task[None]:
-        """Run `work` once every earlier job of `key` has ended (however it ended)."""
-        previous = self._tails.get(key)
+        """Run `work` once every earlier job of `key` has ended (however it ended).
+
+        It waits for all of them, not just the latest: cancelling a job that is still waiting
+        must not let the next one overtake the job that is running.
+        """
+        earlier = list(self._by_key.get(key, ()))
 
         async def in_order() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
+            if earlier:
+                await asyncio.wait(earlier)
             await work()
 
         task = asyncio.create_task(in_order(), name=f"job:{key}")
-        self._tails[key] = task
+        self._by_key.setdefault(key, []).append(task)
         self._tasks.add(task)
 
         def forget(done: asyncio.Task[None]) -> None:
             self._tasks.discard(done)
-            if self._tails.get(key) is done:
-                del self._tails[key]
+            same_key = self._by_key[key]
+            same_key.remove(done)
+            if not same_key:
+                del self._by_key[key]
             if on_done is not None:
                 on_done(done)
 

@@ -31,6 +31,7 @@ _FAULT_MESSAGES: dict[str, str] = {
     "transient": "bucket creation failed: connection reset by peer (simulated)",
     "insufficient_funds": "bucket creation failed: insufficient funds for gas * price + value",
     "receipt_timeout": "bucket creation failed: Transaction is not in the chain after 120 seconds",
+    "invalid_bucket_name": "invalid bucket name",
 }
 _SCHEMA = (
     "CREATE SCHEMA IF NOT EXISTS akave_sim",
@@ -98,7 +99,7 @@ class SimulatedChain:
     async def _mine(self, name: str) -> CreatedBucket:
         if self._permanent:
             await self._record(name, self._permanent)
-            raise BackendError(_FAULT_MESSAGES.get(self._permanent, self._permanent))
+            raise BackendError(_FAULT_MESSAGES[self._permanent])
         async with self._engine.begin() as conn:
             fault = await conn.scalar(
                 text(
