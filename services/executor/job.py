@@ -50,16 +50,18 @@ class JobRunner:
     async def run(self, job: Job, emit: Emit, owner_of: OwnerOf) -> None:
         ids = {"job_id": str(job.job_id), "bucket_name": job.bucket_name}
         attempt = job.attempts_used
+        if attempt >= self._max_attempts:
+            async with self._slots:
+                await emit(await self._settle_spent(job, attempt, owner_of))
+            return
         while True:
             attempt += 1
-            # Resumed with every attempt spent: still look at the chain once, so a bucket made
-            # by the interrupted attempt is adopted, but never send another transaction.
-            may_create = attempt <= self._max_attempts
             async with self._slots:
                 await emit(self._event(job, BucketProcessing, attempt=attempt))
                 try:
                     outcome = await asyncio.wait_for(
-                        self._attempt(job, attempt, owner_of, may_create), self._attempt_timeout
+                        self._attempt(job, attempt, owner_of, may_create=True),
+                        self._attempt_timeout,
                     )
                 except TimeoutError:
                     error = BackendError(
@@ -94,6 +96,20 @@ class JobRunner:
                 )
                 return
             await asyncio.sleep(self._retry_delay)
+
+    async def _settle_spent(self, job: Job, attempts: int, owner_of: OwnerOf) -> EventData:
+        """A job resumed after a crash with every attempt spent: no new transaction, but a
+        bucket that the interrupted attempt did create is still adopted."""
+        try:
+            return await asyncio.wait_for(
+                self._attempt(job, attempts, owner_of, may_create=False), self._attempt_timeout
+            )
+        except Exception as exc:  # whatever stops the last look, the job is over
+            if isinstance(exc, BackendError) and exc.code == errors.ATTEMPTS_EXHAUSTED:
+                message = str(exc)
+            else:
+                message = f"gave up after {attempts} attempts; last check failed: {exc}"
+            return self._failed(job, message, errors.ATTEMPTS_EXHAUSTED, attempts)
 
     async def _attempt(
         self, job: Job, attempt: int, owner_of: OwnerOf, may_create: bool
@@ -132,7 +148,7 @@ class JobRunner:
                 )
         if existing is None:
             raise BackendError(
-                f"gave up after {attempt - 1} attempts",
+                f"gave up after {attempt} attempts, interrupted before their outcome was recorded",
                 code=errors.ATTEMPTS_EXHAUSTED,
                 retryable=False,
             )
