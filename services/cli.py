@@ -105,10 +105,7 @@ def _secrets(settings: Settings) -> list[str]:
         key = settings.private_key()
     except OSError:
         return []
-    if not key:
-        return []
-    bare = key.removeprefix("0x").removeprefix("0X")
-    return sorted({key, bare, bare.lower(), bare.upper()}, key=len, reverse=True)
+    return [key] if key else []
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ registered with `configure_logging(secrets=...)` is masked in every record, what
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -55,20 +56,30 @@ class ConsoleFormatter(logging.Formatter):
 
 
 class SecretMask(logging.Filter):
-    """Replaces each secret with `***` in the message, its arguments and its extra fields."""
+    """Replaces each secret with `***` in the message, its arguments, extra fields and
+    traceback, in any letter case and with or without a `0x` prefix (hex keys get both)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s]
+        bare = {s.strip().removeprefix("0x").removeprefix("0X") for s in secrets}
+        self._pattern = (
+            re.compile(
+                "|".join(
+                    f"(?:0x)?{re.escape(b)}" for b in sorted(bare, key=len, reverse=True) if b
+                ),
+                re.I,
+            )
+            if any(bare)
+            else None
+        )
 
     def _scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, MASK)
+        if isinstance(value, str) and self._pattern is not None:
+            return self._pattern.sub(MASK, value)
         return value
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        if self._pattern is None:
             return True
         record.msg = self._scrub(str(record.msg))
         if record.args:
