@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,11 +13,14 @@ from services.api.log_client import LogClient
 from services.api.read_model import ReadModel
 from services.api.routes import router
 from shared.db import make_engine, make_sessionmaker
+from shared.log_setup import configure_logging
 from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    if not logging.getLogger().handlers:  # a uvicorn worker process starts unconfigured
+        configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
