@@ -1,8 +1,9 @@
 """Session infrastructure: a real Kafka broker and a real PostgreSQL database.
 
 `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` in the environment point the suite at services
-someone else runs; otherwise it starts a throwaway broker on free ports and uses the
-machine's PostgreSQL with a fresh database of its own.
+someone else runs. Otherwise, where a Docker engine answers, testcontainers brings Redpanda and
+Postgres; where none does (these machines), the suite starts a throwaway Kafka broker on free
+ports and uses the machine's PostgreSQL, with databases of its own that it drops afterwards.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from contextlib import contextmanager
 
 import pytest
 
@@ -19,14 +20,26 @@ from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, drop_database, ensure_postgres
 from services.cli import migrate
 from shared.settings import Settings
+from tests import containers
 from tests.stack import REPO, Stack, free_port
 
 TEST_DATABASE = "akave_gateway_test"
 
 
+def _given(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _use_docker() -> bool:
+    return not (_given("KAFKA_BOOTSTRAP_SERVERS") and _given("DATABASE_URL")) and (
+        containers.docker_engine_reachable()
+    )
+
+
 @pytest.fixture(scope="session")
 def kafka() -> Iterator[LocalKafka | None]:
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    """The broker this suite started itself (outage tests stop and restart it), if any."""
+    if _given("KAFKA_BOOTSTRAP_SERVERS") or _use_docker():
         yield None
         return
     # A broker of this session's own (name and ports), so two suites never share one.
@@ -42,27 +55,58 @@ def kafka() -> Iterator[LocalKafka | None]:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    if os.environ.get("DATABASE_URL"):
+def kafka_bootstrap(kafka: LocalKafka | None) -> Iterator[str]:
+    if kafka is not None:
+        yield kafka.bootstrap_servers
+    elif given := _given("KAFKA_BOOTSTRAP_SERVERS"):
+        yield given
+    else:
+        with containers.redpanda() as bootstrap:
+            yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str | None]:
+    """A server where the suite may create databases of its own; None when DATABASE_URL names
+    the one database to use."""
+    if _given("DATABASE_URL"):
+        yield None
+    elif _use_docker():
+        with containers.postgres() as url:
+            yield url
+    else:
+        yield ensure_postgres(None)
+
+
+@contextmanager
+def own_database(server: str | None, name: str) -> Iterator[str]:
+    """A migrated database: a new one on `server`, dropped afterwards, or DATABASE_URL's."""
+    if server is None:
         url = ensure_postgres(os.environ["DATABASE_URL"])
         migrate(Settings(database_url=url))
         yield url
         return
-    url = create_database(ensure_postgres(None), f"{TEST_DATABASE}_{os.getpid()}")
+    url = create_database(server, name)
     migrate(Settings(database_url=url))
-    yield url
-    drop_database(url)
+    try:
+        yield url
+    finally:
+        drop_database(url)
 
 
 @pytest.fixture(scope="session")
-def base_settings(kafka: LocalKafka | None, database_url: str) -> Settings:
+def database_url(postgres_server: str | None) -> Iterator[str]:
+    with own_database(postgres_server, f"{TEST_DATABASE}_{os.getpid()}") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def base_settings(kafka_bootstrap: str, database_url: str) -> Settings:
     """Settings every test starts from: fast retries, a quick simulated chain."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
-        kafka_bootstrap_servers=(
-            kafka.bootstrap_servers if kafka else os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-        ),
+        kafka_bootstrap_servers=kafka_bootstrap,
         topic_partitions=3,
         retry_delay_s=2.0,
         sim_latency_ms=50,
@@ -71,22 +115,14 @@ def base_settings(kafka: LocalKafka | None, database_url: str) -> Settings:
     )
 
 
-def fresh_database(base: Settings) -> str:
-    """A migrated database of its own (unless the suite was pointed at one by DATABASE_URL)."""
-    if os.environ.get("DATABASE_URL"):
-        return base.database_url
-    url = create_database(ensure_postgres(None), f"akave_gw_{uuid.uuid4().hex[:10]}")
-    migrate(Settings(database_url=url))
-    return url
-
-
 @pytest.fixture(scope="module")
-def stack_settings(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+def stack_settings(
+    request: pytest.FixtureRequest, base_settings: Settings, postgres_server: str | None
+) -> Iterator[Settings]:
     """This module's settings: its own topic and database, plus the module's STACK_SETTINGS."""
     overrides = getattr(request.module, "STACK_SETTINGS", {})
-    return Stack.settings_for(
-        base_settings, database_url=fresh_database(base_settings), **overrides
-    )
+    with own_database(postgres_server, f"akave_gw_{uuid.uuid4().hex[:10]}") as url:
+        yield Stack.settings_for(base_settings, database_url=url, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +140,3 @@ def stack(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 async def client(stack: Stack) -> AsyncIterator[object]:
     async with stack.client() as http:
         yield http
-
-
-@pytest.fixture
-def log_dir(tmp_path: Path) -> Path:
-    return tmp_path
