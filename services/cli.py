@@ -45,7 +45,7 @@ def _service(name: str, settings: Settings) -> None:
     elif name == "replay":
         from services.projector.runner import replay
 
-        run_service(lambda stop: replay(settings, stop))
+        run_service(lambda stop: replay(settings, stop), restart_on_outage=False)
 
 
 def _api(settings: Settings) -> None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import Awaitable, Callable
+
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError
+
+log = logging.getLogger(__name__)
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -25,10 +31,36 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-def run_service(service: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run one service's main coroutine until it returns or a signal asks it to stop."""
+# Failures of a dependency (broker, database, network) that a restart can outlive.
+OUTAGES: tuple[type[BaseException], ...] = (KafkaError, DBAPIError, OSError, TimeoutError)
+
+
+def run_service(
+    service: Callable[[asyncio.Event], Awaitable[None]], *, restart_on_outage: bool = True
+) -> None:
+    """Run one service's main coroutine until it returns or a signal asks it to stop.
+
+    When a dependency is down (at start-up, or so long that the service gave up), the service
+    is started again with a growing delay instead of exiting: it recovers by itself once the
+    dependency is back. Any other error (a bad setting, a bug) ends the process.
+    """
 
     async def main() -> None:
-        await service(stop_on_signals())
+        stop = stop_on_signals()
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                await service(stop)
+                return
+            except OUTAGES as exc:
+                if not restart_on_outage:
+                    raise
+                log.warning(
+                    "dependency unavailable; restarting the service",
+                    extra={"error": repr(exc)[:500], "retry_in_s": delay},
+                )
+            if await wait_or_stop(stop, delay):
+                return
+            delay = min(delay * 2, 30.0)
 
     asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -113,3 +114,18 @@ async def test_database_down_gives_fast_503_and_recovery(
         db_proxy.restore()
     await recovers(client, stack)
     stack.assert_alive()
+
+
+async def test_services_started_during_an_outage_wait_for_it_to_end(
+    stack: Stack, client: httpx.AsyncClient, db_proxy: TcpProxy
+) -> None:
+    stack.stop("executor")
+    stack.stop("projector")
+    db_proxy.cut()
+    try:
+        stack.start("executor", "projector")
+        await asyncio.sleep(3)
+        stack.assert_alive()  # neither gave up and exited
+    finally:
+        db_proxy.restore()
+    await recovers(client, stack)

@@ -11,7 +11,8 @@ import logging
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.projector import store
 from services.projector.batch import apply_batch
@@ -65,7 +66,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, until_caught_up: bool 
                         await park(
                             appender, settings.dead_letter_topic, record, error, CONSUMER_NAME
                         )
-            except (DBAPIError, SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, KafkaError, OSError) as exc:
                 log.warning("projection batch failed; retrying", extra={"error": str(exc)})
                 for tp in fetched:
                     consumer.seek(tp, positions.get(tp.partition, 0))
