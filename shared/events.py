@@ -99,7 +99,6 @@ DATA_TYPES: dict[str, type[EventData]] = {
     cls.model_fields["type"].default: cls
     for cls in (BucketRequested, BucketProcessing, BucketCreated, BucketFailed)
 }
-TERMINAL_TYPES = frozenset({"BucketCreated", "BucketFailed"})
 
 # (event type, schema version) -> function turning that version's `data` into the next one's.
 Upcaster: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
@@ -122,10 +121,6 @@ class Event(BaseModel):
     @property
     def job_id(self) -> uuid.UUID:
         return self.data.job_id
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.type in TERMINAL_TYPES
 
 
 def new_event(data: EventData, source: str, *, time: datetime | None = None) -> Event:

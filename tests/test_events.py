@@ -116,11 +116,6 @@ def test_content_type_header_names_structured_cloudevents() -> None:
     assert events.CONTENT_TYPE_HEADER == ("content-type", b"application/cloudevents+json")
 
 
-def test_created_and_failed_are_terminal_and_the_others_are_not() -> None:
-    terminal = {e.type for e in EXAMPLES if new_event(e, SOURCE).is_terminal}
-    assert terminal == {"BucketCreated", "BucketFailed"}
-
-
 # Transaction hashes ---------------------------------------------------------------------------
 
 
