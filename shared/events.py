@@ -20,6 +20,8 @@ SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"
 CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE.encode())
 SCHEMA_VERSION = 1
+# What a published `tx_hash` always looks like (`normalise_tx_hash` makes it so).
+TX_HASH_PATTERN = r"^0x[0-9a-f]{64}$"
 
 _TX_HASH = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{64})$")
 
@@ -71,6 +73,7 @@ class BucketCreated(_Data):
     tx_hash: str | None = Field(
         default=None,
         description="null only for an adopted bucket whose creating transaction we never saw",
+        json_schema_extra={"pattern": TX_HASH_PATTERN},
     )
     bucket_id: str | None = None
     bucket_created_at: int | None = Field(default=None, description="block time, Unix seconds")
