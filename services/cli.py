@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser(
         "dev", help="local stack: Postgres + Kafka + migrations + api, executor, projector"
     )
+    _parked_parser(commands)
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -96,8 +97,37 @@ def main(argv: list[str] | None = None) -> None:
         from services.dev import run_dev
 
         sys.exit(run_dev(settings))
+    elif args.command == "parked":
+        sys.exit(_parked(args, settings))
     else:
         _service(args.command, settings)
+
+
+def _parked_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parked = commands.add_parser("parked", help="list or redrive records on the dead-letter topic")
+    actions = parked.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="every parked record, once, with its consumers")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    again = actions.add_parser("redrive", help="re-append parked records to their topic, once")
+    which = again.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "ids",
+        nargs="*",
+        default=[],
+        metavar="PARTITION:OFFSET",
+        help="dead-letter positions, as `parked list` shows them",
+    )
+    which.add_argument("--all", action="store_true", help="every record not yet redriven")
+    again.add_argument("--dry-run", action="store_true", help="say what would be redriven")
+    again.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _parked(args: argparse.Namespace, settings: Settings) -> int:
+    from services import parked
+
+    if args.action == "list":
+        return parked.list_command(settings, args.json)
+    return parked.redrive_command(settings, args.ids, args.all, args.dry_run, args.json)
 
 
 def _secrets(settings: Settings) -> list[str]:
