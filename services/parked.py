@@ -142,9 +142,13 @@ async def _read_all(settings: Settings) -> list[Any]:
     consumer = make_consumer(settings)
     await consumer.start()
     try:
-        if topic not in await consumer.topics():  # also loads the topic's metadata
+        if topic not in await consumer.topics():
             return []
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        appender = Appender(settings)  # its metadata lookup waits for the topic's partitions
+        try:
+            partitions = await appender.partitions_for(topic)
+        finally:
+            await appender.stop()
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
