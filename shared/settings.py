@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     read_your_writes_timeout_s: float = Field(default=3.0, ge=0)
     retry_after_s: int = Field(default=2, ge=1)
 
+    # Live job status (GET /buckets/jobs/{id}/events, Server-Sent Events)
+    live_poll_interval_s: float = Field(default=0.5, gt=0)
+    live_heartbeat_s: float = Field(default=15.0, gt=0)
+    live_max_streams: int = Field(default=1000, ge=1)
+    live_max_stream_s: float = Field(default=3600.0, gt=0)
+
     # Executor
     executor_group_id: str = "akave-executor"
     executor_concurrency: int = Field(default=4, ge=1)

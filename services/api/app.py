@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.api import errors
+from services.api.live import JobWatch
 from services.api.log_client import LogClient
 from services.api.read_model import ReadModel
 from services.api.routes import router
@@ -30,9 +31,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.reads = ReadModel(
             make_sessionmaker(engine), settings.bucket_events_topic, settings.db_timeout_s
         )
+        app.state.live = JobWatch(
+            make_sessionmaker(engine),
+            settings.live_poll_interval_s,
+            settings.db_timeout_s,
+            settings.live_max_streams,
+        )
         try:
             yield
         finally:
+            await app.state.live.close()
             await app.state.log.close()
             await engine.dispose()
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from services.api.intake import BucketAlreadyCreated, IdempotencyKeyReused, ProjectionBehind
+from services.api.live import TooManyStreams
 from services.api.log_client import LogUnavailable
 from services.api.read_model import BadCursor
 
@@ -58,6 +59,14 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(BadCursor)
     async def bad_cursor(_: Request, exc: BadCursor) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(TooManyStreams)
+    async def too_many_streams(_: Request, exc: TooManyStreams) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"too many open event streams ({exc}); try again shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers=retry_after,
+        )
 
     @app.exception_handler(LogUnavailable)
     async def log_down(_: Request, exc: LogUnavailable) -> JSONResponse:

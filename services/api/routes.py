@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from services.api import intake
+from services.api import intake, live
 from services.api.log_client import LogClient, LogUnavailable
 from services.api.read_model import ReadModel
 from services.api.schemas import BucketPage, CreateBucket, Health, Job, JobAccepted, Problem
@@ -93,6 +93,34 @@ async def get_job(job_id: uuid.UUID, log: Log, reads: Reads, config: Config) -> 
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     return job
+
+
+@router.get(
+    "/buckets/jobs/{job_id}/events",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "Server-Sent Events: one per state of the job (event = status, "
+            "data = the job), until it is completed or failed",
+        },
+        204: {"description": "`Last-Event-ID` is already the job's final state"},
+        404: {"model": Problem},
+        **UNAVAILABLE,
+    },
+)
+async def job_events(
+    job_id: uuid.UUID,
+    request: Request,
+    log: Log,
+    reads: Reads,
+    config: Config,
+    last_event_id: Annotated[str | None, Header(max_length=200)] = None,
+) -> Response:
+    job = await intake.find_job(log, reads, job_id, config.read_your_writes_timeout_s)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
+    return live.stream(request.app.state.live, job, last_event_id, config)
 
 
 @router.get("/buckets", response_model=BucketPage, responses=UNAVAILABLE)

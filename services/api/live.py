@@ -1,0 +1,181 @@
+"""Live job status: `GET /buckets/jobs/{id}/events` as Server-Sent Events.
+
+The read model is watched by polling, because the API may not ask the projector for more: one
+`JobWatch` per API process polls `bucket_jobs` every `LIVE_POLL_INTERVAL_S` with one query for
+all the jobs that open streams follow, and hands each change to those streams. A stream sends
+the job's state when it opens and at every change (event name = status, data = the job as
+`GET /buckets/jobs/{id}` shows it), and ends after a terminal state. States that come and go
+between two polls are not seen; the last one always is.
+
+While Postgres is down the watch keeps retrying (logged once per outage) and the streams keep
+their heartbeats; a stream ends at the latest after `LIVE_MAX_STREAM_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+
+from services.api.read_model import job_from_row
+from services.api.schemas import Job
+from shared.fold import JobStatus
+from shared.models import BucketJob
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED}
+
+
+class TooManyStreams(Exception):
+    """This API process already serves `LIVE_MAX_STREAMS` streams."""
+
+
+def event_id(job: Job) -> str:
+    """Names one state of a job: its status and the time of the event that made it."""
+    return f"{job.status.value}@{job.updated_at.isoformat()}"
+
+
+def as_event(job: Job) -> ServerSentEvent:
+    return ServerSentEvent(data=job.model_dump_json(), event=job.status.value, id=event_id(job))
+
+
+@dataclass(eq=False)
+class Follower:
+    """One open stream's registration: the changes of one job, in order."""
+
+    job_id: uuid.UUID
+    changes: asyncio.Queue[Job] = field(default_factory=asyncio.Queue)
+
+
+class JobWatch:
+    """One poller per process for every followed job: one query per interval, whatever the
+    number of streams, and none while no stream is open."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        interval_s: float,
+        query_timeout_s: float,
+        max_streams: int,
+    ) -> None:
+        self._sessions = sessions
+        self._interval = interval_s
+        self._timeout = query_timeout_s
+        self._max = max_streams
+        self._followers: set[Follower] = set()
+        self._last: dict[uuid.UUID, Job] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+        self.polls = 0  # queries run, for tests and the curious
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._followers)
+
+    def follow(self, job: Job) -> Follower:
+        """Register a stream for `job`, or raise `TooManyStreams`."""
+        if len(self._followers) >= self._max:
+            raise TooManyStreams(f"{self._max} event streams are open")
+        follower = Follower(job.job_id)
+        self._followers.add(follower)
+        self._last.setdefault(job.job_id, job)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._poll(), name="job-watch")
+        return follower
+
+    def unfollow(self, follower: Follower) -> None:
+        self._followers.discard(follower)
+        if not any(f.job_id == follower.job_id for f in self._followers):
+            self._last.pop(follower.job_id, None)
+
+    async def close(self) -> None:
+        self._followers.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll(self) -> None:
+        while self._followers:
+            await asyncio.sleep(self._interval)
+            ids = {f.job_id for f in self._followers}
+            if not ids:
+                break
+            try:
+                jobs = await asyncio.wait_for(self._read(ids), self._timeout)
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                if not self._failing:
+                    log.warning("job watch cannot read the database", extra={"error": repr(exc)})
+                self._failing = True
+                continue
+            if self._failing:
+                log.info("job watch reads the database again")
+                self._failing = False
+            for job in jobs:
+                if self._last.get(job.job_id) == job:
+                    continue
+                self._last[job.job_id] = job
+                for follower in self._followers:
+                    if follower.job_id == job.job_id:
+                        follower.changes.put_nowait(job)
+
+    async def _read(self, ids: set[uuid.UUID]) -> list[Job]:
+        self.polls += 1
+        async with self._sessions() as session:
+            rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(ids)))
+            return [job_from_row(row) for row in rows]
+
+
+async def _events(
+    watch: JobWatch, follower: Follower, job: Job, skip_first: bool, lifetime_s: float
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        if not skip_first:
+            yield as_event(job)
+        if job.status in TERMINAL:
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + lifetime_s
+        last = job
+        while (remaining := until - loop.time()) > 0:
+            try:
+                change = await asyncio.wait_for(follower.changes.get(), remaining)
+            except TimeoutError:
+                return
+            if change == last or change.updated_at < last.updated_at:
+                continue
+            last = change
+            yield as_event(change)
+            if change.status in TERMINAL:
+                return
+    finally:
+        watch.unfollow(follower)
+
+
+def stream(watch: JobWatch, job: Job, last_event_id: str | None, settings: Settings) -> Response:
+    """The SSE answer for `job`, which the caller found; raises `TooManyStreams`.
+
+    A client that already saw the terminal state (its `Last-Event-ID`) gets 204, which tells
+    an EventSource to stop reconnecting.
+    """
+    seen = last_event_id == event_id(job)
+    if seen and job.status in TERMINAL:
+        return Response(status_code=204)
+    follower = watch.follow(job)
+    return EventSourceResponse(
+        _events(watch, follower, job, seen, settings.live_max_stream_s),
+        ping=settings.live_heartbeat_s,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        background=BackgroundTask(watch.unfollow, follower),  # also when it never started
+    )
