@@ -173,7 +173,7 @@ def select(entries: Sequence[Parked], ids: Sequence[str], everything: bool) -> l
     for wanted in ids:
         entry = by_copy.get(wanted)
         if entry is None:
-            matches = {id(e): e for key, e in by_copy.items() if key.split(":")[1] == wanted}
+            matches = {e.origin: e for key, e in by_copy.items() if key.split(":")[1] == wanted}
             if len(matches) > 1:
                 raise ParkedError(f"{wanted} is ambiguous: name it as partition:offset")
             entry = next(iter(matches.values()), None)
