@@ -119,6 +119,9 @@ class JobWatch:
                     log.warning("job watch cannot read the database", extra={"error": repr(exc)})
                 self._failing = True
                 continue
+            except Exception:  # a bug must not silence every stream of the process
+                log.exception("job watch poll failed")
+                continue
             if self._failing:
                 log.info("job watch reads the database again")
                 self._failing = False
