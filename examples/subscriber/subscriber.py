@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 # The schema version of BucketCreated this subscriber understands (contracts/schemas/).
 KNOWN_VERSIONS = {"BucketCreated": 1}
@@ -56,8 +56,10 @@ class Recorder:
         self.seen: set[str] = set()
         if path.exists():
             for line in path.read_text().splitlines():
-                if line.strip():
+                try:
                     self.seen.add(json.loads(line)["job_id"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a blank line, or one cut short by a crash
 
     def on_bucket_created(self, event: dict[str, Any], where: str) -> None:
         data = event["data"]
@@ -125,9 +127,7 @@ async def run(args: argparse.Namespace) -> Counter[str]:
                     except Skip as skipped:
                         counts["skipped"] += 1
                         print(f"skipped {where}: {skipped}", file=sys.stderr, flush=True)
-                await consumer.commit(
-                    {TopicPartition(tp.topic, tp.partition): records[-1].offset + 1}
-                )
+                await consumer.commit({tp: records[-1].offset + 1})
     finally:
         await consumer.stop()
     return counts
