@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 
 from services.executor.backends.simulated import SimulatedChain
 from shared.event_schemas import SCHEMA_DIR
-from shared.events import DATA_TYPES
+from shared.events import DATA_TYPES, BucketCreated, new_event
 from shared.kafka import Appender
 from tests.stack import REPO, Stack, read_events, unique_name
 
@@ -133,6 +133,19 @@ async def test_subscriber_records_exactly_the_created_buckets_and_skips_the_rest
         assert time.monotonic() < deadline, f"subscriber saw {lines(out)}"
         await asyncio.sleep(0.2)
 
+    # A BucketCreated of another job for a name already created: it does not own the name.
+    owned = next(iter(created.values()))
+    intruder = uuid.uuid4()
+    forged = new_event(
+        BucketCreated(job_id=intruder, bucket_name=owned["bucket_name"], tx_hash="0x" + "1" * 64),
+        "/akave-gateway/executor",
+    )
+    appender = Appender(stack.settings)
+    try:
+        forged_at = await appender.append(topic, forged)
+    finally:
+        await appender.stop()
+
     records = await read_events(stack.settings)
     ends = {
         p: 1 + max((r.offset for r in records if r.partition == p), default=-1) for p in range(3)
@@ -157,8 +170,12 @@ async def test_subscriber_records_exactly_the_created_buckets_and_skips_the_rest
     )
     assert f"skipped {topic}:{unknown_at[0]}:{unknown_at[1]}: unknown type BucketRenamed" in stderr
     assert f"skipped {topic}:{garbage_at[0]}:{garbage_at[1]}: malformed: not JSON" in stderr
-    assert stderr.count("skipped ") == 2
-    assert f"stopped handled=3 ignored={len(records) - 2 - 3} skipped=2" in stderr
+    assert (
+        f"skipped {topic}:{forged_at[0]}:{forged_at[1]}: {owned['bucket_name']} already belongs "
+        f"to job {owned['job_id']}; the gateway fails job {intruder}"
+    ) in stderr
+    assert stderr.count("skipped ") == 3
+    assert f"stopped handled=3 ignored={len(records) - 3 - 3} skipped=3" in stderr
 
 
 async def test_every_event_the_services_wrote_matches_the_published_schema(

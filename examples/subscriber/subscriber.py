@@ -49,15 +49,17 @@ def read_event(value: bytes | None) -> dict[str, Any]:
 
 
 class Recorder:
-    """Appends one JSON line per created bucket to a file, once per job."""
+    """Appends one JSON line per created bucket to a file: once per job, and only for the job
+    that owns the name (the first BucketCreated of a name in log order, as in the gateway)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.seen: set[str] = set()
+        self.owners: dict[str, str] = {}  # bucket name -> job id
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
-                    self.seen.add(json.loads(line)["job_id"])
+                    done = json.loads(line)
+                    self.owners[done["bucket_name"]] = done["job_id"]
                 except (ValueError, KeyError, TypeError):
                     continue  # a blank line, or one cut short by a crash
 
@@ -66,8 +68,11 @@ class Recorder:
         job_id, name = data.get("job_id"), data.get("bucket_name")
         if not isinstance(job_id, str) or not isinstance(name, str):
             raise Skip("malformed: BucketCreated without job_id or bucket_name")
-        if job_id in self.seen:  # a redelivery, or the gateway's own retry: done already
+        owner = self.owners.get(name)
+        if owner == job_id:  # a redelivery, or the gateway's own retry: done already
             return
+        if owner is not None:
+            raise Skip(f"{name} already belongs to job {owner}; the gateway fails job {job_id}")
         line = {
             "job_id": job_id,
             "bucket_name": name,
@@ -79,7 +84,7 @@ class Recorder:
         }
         with self.path.open("a") as out:
             out.write(json.dumps(line) + "\n")
-        self.seen.add(job_id)
+        self.owners[name] = job_id
         print(f"bucket created: {name} job={job_id} tx={line['tx_hash']}", flush=True)
 
 
