@@ -32,10 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             make_sessionmaker(engine), settings.bucket_events_topic, settings.db_timeout_s
         )
         app.state.live = JobWatch(
-            make_sessionmaker(engine),
-            settings.live_poll_interval_s,
-            settings.db_timeout_s,
-            settings.live_max_streams,
+            app.state.reads, settings.live_poll_interval_s, settings.live_max_streams
         )
         try:
             yield

@@ -20,17 +20,14 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
-from services.api.read_model import job_from_row
+from services.api.read_model import ReadModel
 from services.api.schemas import Job
 from shared.fold import JobStatus
-from shared.models import BucketJob
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,16 +59,9 @@ class JobWatch:
     """One poller per process for every followed job: one query per interval, whatever the
     number of streams, and none while no stream is open."""
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        interval_s: float,
-        query_timeout_s: float,
-        max_streams: int,
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, reads: ReadModel, interval_s: float, max_streams: int) -> None:
+        self._reads = reads
         self._interval = interval_s
-        self._timeout = query_timeout_s
         self._max = max_streams
         self._followers: set[Follower] = set()
         self._last: dict[uuid.UUID, Job] = {}
@@ -113,7 +103,8 @@ class JobWatch:
             if not ids:
                 break
             try:
-                jobs = await asyncio.wait_for(self._read(ids), self._timeout)
+                self.polls += 1
+                jobs = await self._reads.jobs(ids)  # bounded by DB_TIMEOUT_S
             except (SQLAlchemyError, OSError, TimeoutError) as exc:
                 if not self._failing:
                     log.warning("job watch cannot read the database", extra={"error": repr(exc)})
@@ -132,12 +123,6 @@ class JobWatch:
                 for follower in self._followers:
                     if follower.job_id == job.job_id:
                         follower.changes.put_nowait(job)
-
-    async def _read(self, ids: set[uuid.UUID]) -> list[Job]:
-        self.polls += 1
-        async with self._sessions() as session:
-            rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(ids)))
-            return [job_from_row(row) for row in rows]
 
 
 async def _events(

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import binascii
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
@@ -53,6 +53,16 @@ class ReadModel:
             async with self._sessions() as session:
                 row = await session.get(BucketJob, job_id)
                 return None if row is None else job_from_row(row)
+
+        return await self._bounded(go())
+
+    async def jobs(self, job_ids: Collection[uuid.UUID]) -> list[Job]:
+        """The jobs among `job_ids` that exist, in no particular order (one query)."""
+
+        async def go() -> list[Job]:
+            async with self._sessions() as session:
+                rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(job_ids)))
+                return [job_from_row(row) for row in rows]
 
         return await self._bounded(go())
 
