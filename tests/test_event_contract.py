@@ -13,7 +13,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from pydantic_asyncapi.v3 import AsyncAPI
 
-from services.parked import REDRIVE_OF, REDRIVE_TO
+from services.parked import REDRIVE_OF, REDRIVE_TO, REDRIVEN_FROM
 from shared import dead_letter
 from shared.event_schemas import ENVELOPE, SCHEMA_DIR, differences, generate
 from shared.events import (
@@ -95,7 +95,9 @@ def test_every_event_type_is_a_message_of_the_topic_with_its_schema(
         assert payload["schemaFormat"] == "application/schema+json;version=draft-2020-12"
         assert payload["schema"]["$ref"] == f"./schemas/{event_type}.json"
         traits = [resolve(document, t["$ref"]) for t in message["traits"]]
-        assert traits[0]["headers"]["properties"]["content-type"]["const"] == CONTENT_TYPE
+        headers = traits[0]["headers"]["properties"]
+        assert headers["content-type"]["const"] == CONTENT_TYPE
+        assert set(headers) == {"content-type", REDRIVEN_FROM}
         assert "bucket name" in traits[0]["bindings"]["kafka"]["key"]["description"]
     consumed = {
         resolve(document, m["$ref"])["name"]
