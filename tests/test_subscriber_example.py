@@ -23,7 +23,7 @@ from jsonschema import Draft202012Validator
 from services.executor.backends.simulated import SimulatedChain
 from shared.event_schemas import SCHEMA_DIR
 from shared.events import DATA_TYPES, BucketCreated, new_event
-from shared.kafka import Appender
+from shared.kafka import Appender, partition_for
 from tests.stack import REPO, Stack, read_events, unique_name
 
 pytestmark = pytest.mark.slow
@@ -199,5 +199,6 @@ async def test_every_event_the_services_wrote_matches_the_published_schema(
         if doc.get("source", "").startswith("/akave-gateway/"):
             validators[doc["type"]].validate(doc)
             assert record.key == doc["subject"].encode()
+            assert record.partition == partition_for(doc["subject"], 3)
             checked += 1
     assert checked >= 3  # at least the request, attempt and outcome of the job above
