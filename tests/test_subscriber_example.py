@@ -83,7 +83,10 @@ async def committed(stack: Stack, group: str) -> dict[int, int]:
     )
     await consumer.start()
     try:
-        return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(3)}
+        return {
+            p: await consumer.committed(TopicPartition(topic, p)) or 0
+            for p in range(stack.settings.topic_partitions)
+        }
     finally:
         await consumer.stop()
 
@@ -148,7 +151,8 @@ async def test_subscriber_records_exactly_the_created_buckets_and_skips_the_rest
 
     records = await read_events(stack.settings)
     ends = {
-        p: 1 + max((r.offset for r in records if r.partition == p), default=-1) for p in range(3)
+        p: 1 + max((r.offset for r in records if r.partition == p), default=-1)
+        for p in range(stack.settings.topic_partitions)
     }
     deadline = time.monotonic() + 30
     while (offsets := await committed(stack, group)) != ends:
@@ -199,6 +203,8 @@ async def test_every_event_the_services_wrote_matches_the_published_schema(
         if doc.get("source", "").startswith("/akave-gateway/"):
             validators[doc["type"]].validate(doc)
             assert record.key == doc["subject"].encode()
-            assert record.partition == partition_for(doc["subject"], 3)
+            assert record.partition == partition_for(
+                doc["subject"], stack.settings.topic_partitions
+            )
             checked += 1
     assert checked >= 3  # at least the request, attempt and outcome of the job above
