@@ -91,17 +91,21 @@ async def test_stream_follows_a_job_from_queued_to_completed(
         first, _ = await next_event(stream)
         assert first["event"] == "queued" and first["data"]["status"] == "queued"
 
-        async with client.stream("GET", url) as second:  # the limit is 2 streams
+        # A reconnect that already saw `queued` (Last-Event-ID) resumes after it.
+        resume = {"Last-Event-ID": first["id"]}
+        async with client.stream("GET", url, headers=resume) as second:
             assert second.status_code == 200
-            third = await client.get(url)
+            third = await client.get(url)  # the limit is 2 streams
             assert third.status_code == 503, third.text
             assert "too many open event streams" in third.json()["detail"]
             assert third.headers["retry-after"] == str(stack.settings.retry_after_s)
 
-        stack.start("executor")
-        processing, beats = await next_event(stream, timeout=60)
-        assert beats >= 1, "no heartbeat while the job waited"
-        assert processing["event"] == "processing" and processing["data"]["attempts"] == 1
+            stack.start("executor")
+            processing, beats = await next_event(stream, timeout=60)
+            assert beats >= 1, "no heartbeat while the job waited"
+            assert processing["event"] == "processing" and processing["data"]["attempts"] == 1
+            resumed, _ = await next_event(messages(second))
+            assert (resumed["event"], resumed["id"]) == ("processing", processing["id"])
         completed, _ = await next_event(stream)
         assert completed["event"] == "completed"
         after, _ = await next_event(stream, timeout=10)
