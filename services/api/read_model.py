@@ -25,7 +25,7 @@ class BadCursor(ValueError):
     pass
 
 
-def job_from_row(row: BucketJob) -> Job:
+def _job(row: BucketJob) -> Job:
     return Job(
         job_id=row.id,
         bucket_name=row.bucket_name,
@@ -52,7 +52,7 @@ class ReadModel:
         async def go() -> Job | None:
             async with self._sessions() as session:
                 row = await session.get(BucketJob, job_id)
-                return None if row is None else job_from_row(row)
+                return None if row is None else _job(row)
 
         return await self._bounded(go())
 
@@ -62,7 +62,7 @@ class ReadModel:
         async def go() -> list[Job]:
             async with self._sessions() as session:
                 rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(job_ids)))
-                return [job_from_row(row) for row in rows]
+                return [_job(row) for row in rows]
 
         return await self._bounded(go())
 
@@ -77,7 +77,7 @@ class ReadModel:
                         BucketJob.status == JobStatus.COMPLETED.value,
                     )
                 )
-                return None if row is None else job_from_row(row)
+                return None if row is None else _job(row)
 
         return await self._bounded(go())
 
