@@ -20,6 +20,8 @@ from shared.fold import JobState, JobStatus, apply
 
 # JobState field -> bucket_jobs column, in COPY order.
 COLUMNS = {f.name: "id" if f.name == "job_id" else f.name for f in fields(JobState)}
+TEXT_COLUMNS = ("bucket_name", "tx_hash", "error", "error_code")
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 
 
 async def column_limits(conn: AsyncConnection, schema: str) -> dict[str, int]:
@@ -35,15 +37,25 @@ async def column_limits(conn: AsyncConnection, schema: str) -> dict[str, int]:
     return {name: int(limit) for name, limit in rows}
 
 
-def unstorable(state: JobState, limits: Mapping[str, int]) -> str | None:
+def unstorable(
+    state: JobState, limits: Mapping[str, int], before: JobState | None = None
+) -> str | None:
     """Why Postgres would refuse this row, for the refusals an event can cause; else None.
 
     The live projector learns the same from the database (a `DataError` on its upsert); a
-    replay cannot afford a round trip per row, so it checks the same rules here.
+    replay cannot afford a round trip per row, so it checks the same rules here, and only
+    when a text value differs from `before` (already checked).
     """
-    for name, column in COLUMNS.items():
-        value = getattr(state, name)
-        if not isinstance(value, str):
+    texts = (state.bucket_name, state.tx_hash, state.error, state.error_code)
+    if before is not None and texts == (
+        before.bucket_name,
+        before.tx_hash,
+        before.error,
+        before.error_code,
+    ):
+        return None
+    for column, value in zip(TEXT_COLUMNS, texts, strict=True):
+        if value is None:
             continue
         if "\x00" in value:
             return f"PostgreSQL text fields cannot contain NUL (0x00) bytes ({column})"
@@ -71,12 +83,12 @@ class BulkFold:
             return None  # completed and failed are terminal
         before = self._open.get(job_id)
         after = apply(before, event, self._owners.get(event.data.bucket_name))
-        if after is None or after == before:
+        if after is None or after is before:
             return None
-        problem = unstorable(after, self._limits)
+        problem = unstorable(after, self._limits, before)
         if problem is not None:
             return problem
-        if after.status.is_terminal:
+        if after.status in TERMINAL:
             self._open.pop(job_id, None)
             self._finished_ids.add(job_id)
             self._finished.append(after)

@@ -166,9 +166,10 @@ class _Replay:
         )
 
     async def _timed(self, phase: str, work: Awaitable[T]) -> T:
-        began = time.monotonic()
+        began, cpu = time.monotonic(), time.process_time()
         result = await work
         self.stats.phases[phase] = time.monotonic() - began
+        self.stats.phases[f"{phase}_cpu"] = time.process_time() - cpu
         return result
 
     async def _drop_shadow(self) -> None:
@@ -205,11 +206,16 @@ class _Replay:
                     self._check_stop()
                     fetched = await self.consumer.getmany(timeout_ms=500, max_records=BULK_RECORDS)
                     count = 0
+                    refused: list[tuple[Record, str]] = []
                     for records in fetched.values():
                         for record in records:
-                            await self._fold_one(fold, record)
+                            problem = self._fold_one(fold, record)
+                            if problem is not None:
+                                refused.append((record, problem))
                         count += len(records)
                         self.positions[records[-1].partition] = records[-1].offset + 1
+                    for record, problem in refused:
+                        await self._park(record, problem)
                     for row in copy_rows(fold.take_finished()):
                         await copy.write_row(row)
                     self.stats.events += count
@@ -226,18 +232,17 @@ class _Replay:
             )
             await conn.commit()
 
-    async def _fold_one(self, fold: BulkFold, record: Record) -> None:
+    def _fold_one(self, fold: BulkFold, record: Record) -> str | None:
+        """Fold one record; why it must be parked, if it must."""
         try:
             event = decode(record.value)
         except UnknownEventType:
             self.stats.unknown += 1
-            return
+            return None
         except MalformedEvent as exc:
-            await self._park(record, str(exc))
-            return
+            return str(exc)
         problem = fold.add(event)
-        if problem is not None:
-            await self._park(record, f"cannot be applied: {problem}")
+        return None if problem is None else f"cannot be applied: {problem}"
 
     async def _park(self, record: Record, error: str) -> None:
         self.stats.parked += 1
