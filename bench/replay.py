@@ -36,7 +36,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, drop_database, ensure_postgres
 from services.cli import migrate
-from services.projector.rebuild import BULK_FETCH, BULK_RECORDS
+from services.projector.bulk_load import FETCH as BULK_FETCH
+from services.projector.bulk_load import FETCH_RECORDS as BULK_RECORDS
 from shared.events import (
     CONTENT_TYPE_HEADER,
     BucketCreated,

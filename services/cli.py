@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     replay.add_argument(
         "--keep-old", action="store_true", help="keep the replaced tables in a schema of their own"
     )
+    replay.add_argument(
+        "--workers",
+        type=int,
+        help="bulk-load processes (default: one per CPU, at most one per partition)",
+    )
     commands.add_parser(
         "dev", help="local stack: Postgres + Kafka + migrations + api, executor, projector"
     )
@@ -96,7 +101,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "replay":
         from services.projector.rebuild import main as replay_main
 
-        sys.exit(replay_main(settings, progress_bar=not args.no_progress, keep_old=args.keep_old))
+        sys.exit(
+            replay_main(
+                settings,
+                progress_bar=not args.no_progress,
+                keep_old=args.keep_old,
+                workers=args.workers,
+            )
+        )
     elif args.command == "dev":
         from services.dev import run_dev
 

@@ -31,14 +31,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.projector import shadow, store
+from services.projector import bulk_load, shadow, store
 from services.projector.batch import BatchOutcome, apply_batch
-from services.projector.bulk import COLUMNS, BulkFold, column_limits, copy_rows
+from services.projector.bulk import column_limits
 from services.projector.progress import Progress
 from services.projector.runner import BATCH_RECORDS, CONSUMER_NAME, project
 from shared.db import make_engine, make_sessionmaker
 from shared.dead_letter import park
-from shared.events import MalformedEvent, UnknownEventType, decode
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.lifecycle import wait_or_stop
 from shared.settings import Settings
@@ -48,8 +47,6 @@ T = TypeVar("T")
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 REPLAY_LOCK = "akave.projector.replay"
-BULK_FETCH = {"fetch_max_bytes": 64 * 1024 * 1024, "max_partition_fetch_bytes": 16 * 1024 * 1024}
-BULK_RECORDS = 20_000
 SWAP_LOCK_TIMEOUT = "2s"
 SWAP_ATTEMPTS = 30
 _LOCK_FAILURES = {"55P03", "40P01"}  # lock_not_available, deadlock_detected
@@ -71,6 +68,7 @@ class ReplayInterrupted(RuntimeError):
 class ReplayOptions:
     progress_bar: bool = True
     keep_old: bool = False
+    workers: int = field(default_factory=bulk_load.default_workers)
 
 
 @dataclass
@@ -115,7 +113,7 @@ class _Replay:
         self.stop = stop
         self.options = options
         self.appender = Appender(settings)
-        self.consumer: AIOKafkaConsumer = make_consumer(settings, **BULK_FETCH)
+        self.consumer: AIOKafkaConsumer = make_consumer(settings)
         self.shadow_sessions: async_sessionmaker[AsyncSession] = make_sessionmaker(
             engine.execution_options(schema_translate_map={None: shadow.SHADOW_SCHEMA})
         )
@@ -188,41 +186,20 @@ class _Replay:
     async def _bulk(
         self, targets: dict[int, int], limits: dict[str, int], progress: Progress
     ) -> None:
-        fold = BulkFold(limits)
-        columns = ", ".join(COLUMNS.values())
-        async with self.engine.connect() as conn:
-            await conn.execute(text("SET statement_timeout = 0"))
-            await conn.execute(text("SET LOCAL synchronous_commit = off"))
-            raw = await conn.get_raw_connection()
-            pg = raw.driver_connection
-            assert pg is not None
-            async with (
-                pg.cursor() as cursor,
-                cursor.copy(
-                    f"COPY {shadow.SHADOW_SCHEMA}.bucket_jobs ({columns}) FROM STDIN"
-                ) as copy,
-            ):
-                while any(self.positions[p] < end for p, end in targets.items()):
-                    self._check_stop()
-                    fetched = await self.consumer.getmany(timeout_ms=500, max_records=BULK_RECORDS)
-                    count = 0
-                    refused: list[tuple[Record, str]] = []
-                    for records in fetched.values():
-                        for record in records:
-                            problem = self._fold_one(fold, record)
-                            if problem is not None:
-                                refused.append((record, problem))
-                        count += len(records)
-                        self.positions[records[-1].partition] = records[-1].offset + 1
-                    for record, problem in refused:
-                        await self._park(record, problem)
-                    for row in copy_rows(fold.take_finished()):
-                        await copy.write_row(row)
-                    self.stats.events += count
-                    progress.advance(count)
-                for row in copy_rows(fold.take_open()):
-                    await copy.write_row(row)
-            self.stats.jobs = fold.jobs
+        partitions = sorted(self.positions)
+        groups = bulk_load.shares(partitions, self.options.workers)
+        if len(groups) == 1:
+            result = await bulk_load.load(
+                self.settings, partitions, targets, limits, progress.advance, self.stop.is_set
+            )
+        else:
+            result = await self._bulk_in_workers(groups, targets, limits, progress)
+        self.positions = result.positions
+        self.stats.events += result.events
+        self.stats.unknown += result.unknown
+        self.stats.parked += result.parked
+        self.stats.jobs = result.jobs
+        async with self.engine.begin() as conn:
             await conn.execute(
                 text(
                     f"INSERT INTO {shadow.SHADOW_SCHEMA}.projector_checkpoints "
@@ -230,19 +207,33 @@ class _Replay:
                 ),
                 [{"t": self.topic, "p": p, "o": o} for p, o in self.positions.items()],
             )
-            await conn.commit()
+        # The bulk phase read with consumers of its own; carry on from where they stopped.
+        for p, offset in self.positions.items():
+            self.consumer.seek(TopicPartition(self.topic, p), offset)
 
-    def _fold_one(self, fold: BulkFold, record: Record) -> str | None:
-        """Fold one record; why it must be parked, if it must."""
+    async def _bulk_in_workers(
+        self,
+        groups: list[list[int]],
+        targets: dict[int, int],
+        limits: dict[str, int],
+        progress: Progress,
+    ) -> bulk_load.BulkResult:
+        workers = bulk_load.Workers(self.settings, groups, targets, limits)
+        workers.start()
         try:
-            event = decode(record.value)
-        except UnknownEventType:
-            self.stats.unknown += 1
-            return None
-        except MalformedEvent as exc:
-            return str(exc)
-        problem = fold.add(event)
-        return None if problem is None else f"cannot be applied: {problem}"
+            seen = 0
+            while not workers.poll():
+                self._check_stop()
+                await asyncio.sleep(0.1)
+                done = workers.done.value
+                progress.advance(done - seen)
+                seen = done
+            progress.advance(workers.done.value - seen)
+            workers.join()
+            return workers.result()
+        except BaseException:
+            workers.kill()
+            raise
 
     async def _park(self, record: Record, error: str) -> None:
         self.stats.parked += 1
@@ -336,11 +327,15 @@ class _Replay:
             return await shadow.swap(session, live, keep_old=self.options.keep_old)
 
 
-def main(settings: Settings, *, progress_bar: bool, keep_old: bool) -> int:
+def main(
+    settings: Settings, *, progress_bar: bool, keep_old: bool, workers: int | None = None
+) -> int:
     """The `replay` command: 0 when swapped in, 3 when another replay runs, 1 on failure."""
     from shared.lifecycle import run_service
 
     options = ReplayOptions(progress_bar=progress_bar, keep_old=keep_old)
+    if workers is not None:
+        options.workers = workers
     try:
         run_service(lambda stop: replay(settings, stop, options), restart_on_outage=False)
     except AnotherReplayRunning as exc:
