@@ -9,6 +9,7 @@ own process.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -81,6 +82,10 @@ async def load(
     stopped: Callable[[], bool],
 ) -> BulkResult:
     """Fold `partitions` from offset 0 to at least `targets` into the shadow `bucket_jobs`."""
+    # Millions of small acyclic objects: the cyclic collector's default thresholds would
+    # rescan the growing heap over and over for nothing.
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 1000)
     topic = settings.bucket_events_topic
     result = BulkResult(positions={p: 0 for p in partitions})
     fold = BulkFold(limits)

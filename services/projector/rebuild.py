@@ -133,9 +133,6 @@ class _Replay:
                 TopicPartition(self.topic, p)
                 for p in await self.appender.partitions_for(self.topic)
             ]
-            self.consumer.assign(partitions)
-            for tp in partitions:
-                self.consumer.seek(tp, 0)
             self.positions = {tp.partition: 0 for tp in partitions}
             ends = await self.consumer.end_offsets(partitions)
             targets = {tp.partition: end for tp, end in ends.items()}
@@ -208,6 +205,7 @@ class _Replay:
                 [{"t": self.topic, "p": p, "o": o} for p, o in self.positions.items()],
             )
         # The bulk phase read with consumers of its own; carry on from where they stopped.
+        self.consumer.assign([TopicPartition(self.topic, p) for p in self.positions])
         for p, offset in self.positions.items():
             self.consumer.seek(TopicPartition(self.topic, p), offset)
 
