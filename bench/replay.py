@@ -184,7 +184,7 @@ def _tree_rss_kib(root: int) -> int:
     return total
 
 
-def replay(settings: Settings) -> tuple[float, int, dict[str, object]]:
+def replay(settings: Settings, workers: int | None) -> tuple[float, int, dict[str, object]]:
     """Run `akave-gateway replay`; (seconds, peak RSS of its process tree in KiB, its
     `replay finished` line plus its CPU seconds)."""
     env = dict(os.environ)
@@ -196,7 +196,14 @@ def replay(settings: Settings) -> tuple[float, int, dict[str, object]]:
     started = time.monotonic()
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "replay", "--no-progress"],
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "replay",
+                "--no-progress",
+                *(["--workers", str(workers)] if workers else []),
+            ],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -222,7 +229,8 @@ def replay(settings: Settings) -> tuple[float, int, dict[str, object]]:
     return seconds, peak, summary
 
 
-async def bench(settings: Settings, events: int) -> None:
+async def bench(settings: Settings, events: int, workers: list[int | None]) -> None:
+    events -= events % 3  # whole jobs of three events each
     await ensure_topics(settings)
     produced_in = await produce(settings, events)
     print(f"produced {events:,} events in {produced_in:.1f} s", flush=True)
@@ -233,20 +241,22 @@ async def bench(settings: Settings, events: int) -> None:
         f"raw aiokafka consume: {count:,} records in {raw_s:.2f} s = {raw_rate:,.0f} ev/s "
         f"(CPU {raw_cpu:.2f} s = {count / raw_cpu:,.0f} ev/CPU-s)"
     )
-    replay_s, rss_kib, summary = replay(settings)
-    rate = events / replay_s
-    cpu = float(str(summary["cpu_s"]))
-    print(
-        f"replay (whole command): {replay_s:.2f} s = {rate:,.0f} ev/s "
-        f"(CPU {cpu:.2f} s = {events / cpu:,.0f} ev/CPU-s)"
-    )
-    phases = {k: v for k, v in summary.items() if k.endswith("_s") or k in ("events", "jobs")}
-    print(f"replay phases: {phases}")
-    print(
-        f"ratio replay / raw consume: {rate / raw_rate:.2f} wall, "
-        f"{(events / cpu) / (count / raw_cpu):.2f} CPU"
-    )
-    print(f"replay peak RSS (all its processes together): {rss_kib / 1024:.0f} MiB")
+    for count_workers in workers:
+        replay_s, rss_kib, summary = replay(settings, count_workers)
+        rate = events / replay_s
+        cpu = float(str(summary["cpu_s"]))
+        label = f"replay, {count_workers or 'default'} workers"
+        print(
+            f"{label} (whole command): {replay_s:.2f} s = {rate:,.0f} ev/s "
+            f"(CPU {cpu:.2f} s = {events / cpu:,.0f} ev/CPU-s)"
+        )
+        phases = {k: v for k, v in summary.items() if k.endswith("_s") or k == "jobs"}
+        print(f"  phases: {phases}")
+        print(
+            f"  ratio replay / raw consume: {rate / raw_rate:.2f} wall, "
+            f"{(events / cpu) / (count / raw_cpu):.2f} CPU"
+        )
+        print(f"  peak RSS (all its processes together): {rss_kib / 1024:.0f} MiB")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -254,6 +264,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        help="replay --workers; repeat to run the replay once per value (default: its default)",
+    )
     args = parser.parse_args()
 
     tag = f"{os.getpid()}"
@@ -277,7 +293,7 @@ def main() -> None:
             topic_partitions=args.partitions,
         )
         migrate(settings)
-        asyncio.run(bench(settings, args.events))
+        asyncio.run(bench(settings, args.events, args.workers or [None]))
     finally:
         drop_database(url)
         if broker is not None:
