@@ -8,6 +8,7 @@ import time
 from types import TracebackType
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 5.0
@@ -31,6 +32,8 @@ class Progress:
             disable=not (bar and sys.stderr.isatty()),
             dynamic_ncols=True,
         )
+        # While the bar is drawn, log lines are written above it instead of through it.
+        self._redirect = logging_redirect_tqdm() if not self._bar.disable else None
 
     def advance(self, events: int) -> None:
         self.done += events
@@ -57,6 +60,8 @@ class Progress:
         )
 
     def __enter__(self) -> Progress:
+        if self._redirect is not None:
+            self._redirect.__enter__()
         return self
 
     def __exit__(
@@ -66,3 +71,5 @@ class Progress:
         tb: TracebackType | None,
     ) -> None:
         self._bar.close()
+        if self._redirect is not None:
+            self._redirect.__exit__(exc_type, exc, tb)
