@@ -1,9 +1,8 @@
-"""The fast path of a replay: fold the log in memory and stream finished rows with COPY.
+"""The replay's in-memory fold: the shared fold over a whole log, keeping little in memory.
 
-A finished job (completed or failed) never changes again, so its row is written as soon as the
-fold finishes it and only its id (and, when completed, its name) is remembered. Jobs still
-open when the log ends are written last. The shadow table has no indexes yet, so COPY only
-appends. Nothing here runs against the live tables.
+A finished job (completed or failed) never changes again, so its row is handed out as soon as
+the fold finishes it (`bulk_load.py` streams it into the shadow table with COPY) and only its
+id (and, when completed, its name) is remembered. Jobs still open when the log ends come last.
 """
 
 from __future__ import annotations
