@@ -42,6 +42,10 @@ def _service(name: str, settings: Settings) -> None:
         from services.projector.runner import run as projector
 
         run_service(lambda stop: projector(settings, stop))
+    elif name == "notifier":
+        from services.notifier.runner import run as notifier
+
+        run_service(lambda stop: notifier(settings, stop))
     elif name == "replay":
         from services.projector.runner import replay
 
@@ -74,13 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("api", help="serve the HTTP API")
     commands.add_parser("executor", help="run bucket jobs against the Akave backend")
     commands.add_parser("projector", help="fold the event log into bucket_jobs")
+    commands.add_parser("notifier", help="deliver BucketCreated/BucketFailed to webhooks")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("topics", help="create the event and dead-letter topics")
     commands.add_parser(
         "replay", help="rebuild bucket_jobs from offset 0 (stop the projector first)"
     )
     commands.add_parser(
-        "dev", help="local stack: Postgres + Kafka + migrations + api, executor, projector"
+        "dev", help="local stack: Postgres + Kafka + migrations + api, executor, projector, notifier"
     )
     args = parser.parse_args(argv)
 
