@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         "replay", help="rebuild bucket_jobs from offset 0 (stop the projector first)"
     )
     commands.add_parser(
-        "dev", help="local stack: Postgres + Kafka + migrations + api, executor, projector, notifier"
+        "dev",
+        help="local stack: Postgres + Kafka + migrations + api, executor, projector, notifier",
     )
     args = parser.parse_args(argv)
 

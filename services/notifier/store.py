@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -141,24 +141,20 @@ async def record_attempt(
     """Write an attempt's outcome, unless the delivery moved on meanwhile (deleted webhook, or
     a lease that ran out and another notifier's newer attempt)."""
     await session.execute(
-        text(
-            """
-            UPDATE webhook_deliveries
-            SET status = :status,
-                last_status_code = :code,
-                last_error = :error,
-                next_attempt_at = now() + make_interval(secs => CAST(:retry AS float8)),
-                delivered_at = CASE WHEN CAST(:status AS text) = 'succeeded' THEN now() END,
-                updated_at = now()
-            WHERE id = :id AND status = 'pending' AND attempts = :attempt
-            """
-        ),
-        {
-            "status": status,
-            "code": status_code,
-            "error": error,
-            "retry": retry_in_s,
-            "id": claimed.id,
-            "attempt": claimed.attempt,
-        },
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == claimed.id,
+            WebhookDelivery.status == "pending",
+            WebhookDelivery.attempts == claimed.attempt,
+        )
+        .values(
+            status=status,
+            last_status_code=status_code,
+            last_error=error,
+            next_attempt_at=None
+            if retry_in_s is None
+            else func.now() + timedelta(seconds=retry_in_s),
+            delivered_at=func.now() if status == "succeeded" else None,
+            updated_at=func.now(),
+        )
     )

@@ -1,0 +1,46 @@
+"""Webhook retry policy: which answers are retried, and how long to wait."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.notifier.backoff import Verdict, retry_delay, verdict
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (200, Verdict.SUCCEEDED),
+        (204, Verdict.SUCCEEDED),
+        (299, Verdict.SUCCEEDED),
+        (301, Verdict.RETRY),
+        (400, Verdict.FAILED),
+        (401, Verdict.FAILED),
+        (404, Verdict.FAILED),
+        (410, Verdict.FAILED),
+        (408, Verdict.RETRY),
+        (429, Verdict.RETRY),
+        (500, Verdict.RETRY),
+        (503, Verdict.RETRY),
+    ],
+)
+def test_verdict_per_status_code(code: int, expected: Verdict) -> None:
+    assert verdict(code) is expected
+
+
+def test_delay_doubles_per_failure_without_jitter() -> None:
+    assert [retry_delay(n, 5.0, 3600.0, 0.0) for n in range(1, 6)] == [5, 10, 20, 40, 80]
+
+
+def test_delay_is_capped_even_after_very_many_failures() -> None:
+    assert retry_delay(10, 5.0, 60.0, 0.0) == 60.0
+    assert retry_delay(10_000, 5.0, 60.0, 0.0) == 60.0
+
+
+def test_jitter_only_shortens_and_spreads_the_delay() -> None:
+    rng = random.Random(7)
+    delays = [retry_delay(3, 5.0, 3600.0, 0.2, rng) for _ in range(500)]
+    assert all(16.0 <= d <= 20.0 for d in delays)
+    assert max(delays) - min(delays) > 3.0
