@@ -32,7 +32,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         # Longer than any attempt can take, so a live attempt's claim never runs out.
-        self._lease_s = settings.webhook_timeout_s * 2 + 5
+        self._lease_s = settings.webhook_timeout_s * 2 + 1
         self.stats: Counter[str] = Counter()
 
     def wake(self) -> None:

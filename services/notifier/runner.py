@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     parse_deny_list(settings.webhook_deny_targets)
+    # httpx logs every request with its URL; ours log the delivery without it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     await ensure_topics(settings)
     engine = make_engine(settings, pool_size=4)
     sessions = make_sessionmaker(engine)
