@@ -18,9 +18,11 @@ from sqlalchemy import text
 
 from services.executor.backends.simulated import SimulatedChain
 from shared.db import make_engine
-from shared.events import decode
+from shared.dead_letter import CONSUMER, ORIGIN_OFFSET, ORIGIN_PARTITION
+from shared.events import Event, MalformedEvent, UnknownEventType, decode
 from shared.kafka import Appender, make_consumer
 from tests.stack import Stack, read_events, unique_name
+from tests.test_poison_records import POISON, UNKNOWN_TYPE
 from tests.webhook_receiver import Receiver, Script, readme_verify
 
 pytestmark = pytest.mark.slow
@@ -320,6 +322,34 @@ async def test_own_services_are_refused_and_bad_bodies_get_4xx(
 _JSON = {"content-type": "application/json"}
 
 
+async def test_malformed_records_are_parked_unknown_skipped_and_deliveries_go_on(
+    stack: Stack, client: httpx.AsyncClient, receivers: Callable[..., Receiver]
+) -> None:
+    receiver = receivers()
+    webhook = await register(client, receiver.url)
+    name = unique_name("after-poison")
+    appender = Appender(stack.settings)
+    try:
+        poison = [
+            await appender.send(stack.settings.bucket_events_topic, value, name.encode())
+            for value in [*POISON, UNKNOWN_TYPE]
+        ][: len(POISON)]
+    finally:
+        await appender.stop()
+    job_id = await create_job(client, name)
+
+    await eventually(lambda: settled(client, webhook["id"], 1), stack, "the delivery")
+    [logged] = await deliveries(client, webhook["id"])
+    assert logged["job_id"] == job_id and logged["status"] == "succeeded"
+    parked = await read_events(stack.settings, stack.settings.dead_letter_topic)
+    by_notifier = sorted(
+        (int(h[ORIGIN_PARTITION]), int(h[ORIGIN_OFFSET]))
+        for h in ({k: v.decode() for k, v in r.headers} for r in parked)
+        if h[CONSUMER] == "notifier"
+    )
+    assert by_notifier == sorted(poison)
+
+
 async def test_sigkilled_notifier_rereading_the_log_duplicates_no_delivery(
     stack: Stack, client: httpx.AsyncClient, receivers: Callable[..., Receiver]
 ) -> None:
@@ -342,7 +372,7 @@ async def test_sigkilled_notifier_rereading_the_log_duplicates_no_delivery(
     assert sorted(d["job_id"] for d in logged) == sorted(jobs)
     created = [
         e
-        for e in (decode(r.value) for r in await read_events(stack.settings) if r.value)
+        for e in _readable(await read_events(stack.settings))
         if e.type == "BucketCreated" and str(e.job_id) in jobs
     ]
     assert sorted(d["event_id"] for d in logged) == sorted(e.id for e in created)
@@ -380,3 +410,13 @@ async def _group_at_end(stack: Stack, group: str) -> bool:
         return all(committed[tp] >= end for tp, end in ends.items())
     finally:
         await consumer.stop()
+
+
+def _readable(records: list[Any]) -> list[Event]:
+    events = []
+    for record in records:
+        try:
+            events.append(decode(record.value))
+        except (MalformedEvent, UnknownEventType):
+            continue  # the poison records of the test above
+    return events
