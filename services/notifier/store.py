@@ -20,6 +20,7 @@ from shared.models import WebhookDelivery, WebhookSubscription
 
 NOTIFIED_TYPES = frozenset({"BucketCreated", "BucketFailed"})
 INTERRUPTED_ERROR = "the notifier stopped during the last attempt"
+INSERT_CHUNK = 1000
 
 
 def delivery_id(subscription_id: uuid.UUID, event_id: str) -> uuid.UUID:
@@ -70,15 +71,16 @@ async def record_deliveries(session: AsyncSession, events: list[Event]) -> int:
         for sub in subscriptions
         if sub.wants(event)
     ]
-    if not rows:
-        return 0
-    result = await session.execute(
-        insert(WebhookDelivery)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(WebhookDelivery.id)
-    )
-    return len(result.all())
+    new = 0
+    for start in range(0, len(rows), INSERT_CHUNK):  # stay far below 65535 bind parameters
+        result = await session.execute(
+            insert(WebhookDelivery)
+            .values(rows[start : start + INSERT_CHUNK])
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(WebhookDelivery.id)
+        )
+        new += len(result.all())
+    return new
 
 
 @dataclass(frozen=True)
