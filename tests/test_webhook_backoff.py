@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 import pytest
 
-from services.notifier.backoff import Verdict, retry_delay, verdict
+from services.notifier.backoff import Verdict, retry_after_seconds, retry_delay, verdict
 
 
 @pytest.mark.parametrize(
@@ -44,3 +45,26 @@ def test_jitter_only_shortens_and_spreads_the_delay() -> None:
     delays = [retry_delay(3, 5.0, 3600.0, 0.2, rng) for _ in range(500)]
     assert all(16.0 <= d <= 20.0 for d in delays)
     assert max(delays) - min(delays) > 3.0
+
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Sat, 28 Nov 2026 12:00:30 GMT", 30.0),
+        ("Sat, 28 Nov 2026 11:00:00 GMT", 0.0),
+        (None, None),
+        ("", None),
+        ("-5", None),
+        ("soon", None),
+        ("1.5", None),
+    ],
+)
+def test_retry_after_header_in_seconds_or_as_a_date(
+    header: str | None, seconds: float | None
+) -> None:
+    assert retry_after_seconds(header, NOW) == seconds

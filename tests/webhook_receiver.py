@@ -13,8 +13,8 @@ from typing import Any
 
 from tests.stack import REPO
 
-# n-th request (0-based) -> (status code, seconds to wait before answering)
-Script = Callable[[int], tuple[int, float]]
+# n-th request (0-based) -> (status code, seconds to wait before answering[, headers])
+Script = Callable[[int], tuple[int, float] | tuple[int, float, dict[str, str]]]
 
 
 def readme_verify() -> Callable[[str, dict[str, str], bytes], None]:
@@ -51,10 +51,12 @@ class Receiver:
                             {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
                         )
                     )
-                code, delay = script(n)
+                code, delay, *extra = script(n)
                 time.sleep(delay)
                 try:
                     self.send_response(code)
+                    for name, value in (extra[0] if extra else {}).items():
+                        self.send_header(name, value)
                     self.send_header("content-length", "0")
                     self.end_headers()
                 except OSError:  # the notifier gave up waiting

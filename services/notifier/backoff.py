@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 
@@ -33,3 +35,20 @@ def retry_delay(
     exponent = min(failed_attempts - 1, 62)
     delay = min(cap_s, base_s * 2.0**exponent)
     return delay * (1.0 - jitter * (rng or random).random())
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """A `Retry-After` header (seconds, or an HTTP date) as seconds from `now`; None if absent
+    or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, (moment - now).total_seconds())

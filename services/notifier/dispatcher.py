@@ -95,6 +95,11 @@ class Dispatcher:
                     settings.webhook_retry_max_s,
                     settings.webhook_retry_jitter,
                 )
+                if (
+                    outcome.retry_after_s is not None
+                ):  # the receiver asked: wait that, up to the cap
+                    wanted = min(outcome.retry_after_s, settings.webhook_retry_max_s)
+                    retry_in = max(retry_in, wanted)
         self.stats[status] += 1
         log.info(
             "delivery attempt",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 
-from services.notifier.backoff import Verdict, verdict
+from services.notifier.backoff import Verdict, retry_after_seconds, verdict
 from services.notifier.store import Claimed
 from shared.settings import Settings
 from shared.webhook_signing import signed_headers
@@ -20,6 +21,7 @@ class Attempt:
     verdict: Verdict
     status_code: int | None = None
     error: str | None = None
+    retry_after_s: float | None = None  # what a 429 or 503 asked for
 
 
 def make_client(settings: Settings) -> httpx.AsyncClient:
@@ -43,6 +45,7 @@ async def attempt(client: httpx.AsyncClient, claimed: Claimed, settings: Setting
             headers = signed_headers(claimed.secret, str(claimed.id), int(time.time()), body)
             async with client.stream("POST", claimed.url, content=body, headers=headers) as answer:
                 code = answer.status_code
+                retry_after = answer.headers.get("retry-after") if code in (429, 503) else None
     except TargetRefused as exc:
         return Attempt(Verdict.FAILED, error=f"refused: {exc}")
     except (TimeoutError, httpx.TimeoutException):
@@ -51,4 +54,4 @@ async def attempt(client: httpx.AsyncClient, claimed: Claimed, settings: Setting
         return Attempt(Verdict.RETRY, error=f"{type(exc).__name__}: {exc}"[:500])
     result = verdict(code)
     error = None if result is Verdict.SUCCEEDED else f"receiver answered {code}"
-    return Attempt(result, code, error)
+    return Attempt(result, code, error, retry_after_seconds(retry_after, datetime.now(UTC)))
