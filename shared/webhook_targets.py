@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -165,6 +166,28 @@ def _refusal(addresses: Iterable[IPAddress], port: int, denied: list[_Denied]) -
     return None
 
 
+_DENIED_TTL_S = 60.0
+_denied_cache: dict[tuple[str, ...], tuple[float, list[_Denied]]] = {}
+
+
+async def _denied_cached(settings: Settings, timeout_s: float) -> list[_Denied]:
+    """The rules, resolved at most once a minute per configuration (checked on every send)."""
+    key = (
+        settings.api_host,
+        str(settings.api_port),
+        settings.kafka_bootstrap_servers,
+        settings.database_url,
+        settings.webhook_deny_targets,
+    )
+    now = time.monotonic()
+    cached = _denied_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    rules = await _denied(settings, timeout_s)
+    _denied_cache[key] = (now + _DENIED_TTL_S, rules)
+    return rules
+
+
 async def check_target(url: str, settings: Settings, timeout_s: float) -> Target:
     """Refuse (`TargetRefused`) a malformed URL or one that reaches the gateway's own services.
 
@@ -176,7 +199,7 @@ async def check_target(url: str, settings: Settings, timeout_s: float) -> Target
         addresses = await resolve(target.host, timeout_s)
     except OSError as exc:
         raise TargetRefused(f"url host {target.host!r} does not resolve") from exc
-    what = _refusal(addresses, target.port, await _denied(settings, timeout_s))
+    what = _refusal(addresses, target.port, await _denied_cached(settings, timeout_s))
     if what is not None:
         raise TargetRefused(f"url points at {what}; webhooks may not target the gateway itself")
     return target

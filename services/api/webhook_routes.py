@@ -46,6 +46,7 @@ NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": Problem}, **UNAV
 async def create_webhook(
     body: CreateWebhook, response: Response, store: Store, config: Config
 ) -> WebhookCreated:
+    """Register a URL for BucketCreated/BucketFailed events. The secret is shown only here."""
     try:
         created = await register(store, body, config)
     except TargetRefused as exc:
@@ -56,6 +57,7 @@ async def create_webhook(
 
 @router.get("", response_model=WebhookPage, responses=UNAVAILABLE)
 async def list_webhooks(store: Store, limit: Limit = 100, cursor: Cursor = None) -> WebhookPage:
+    """Active webhooks, oldest first, without their secrets."""
     items, next_cursor = await store.page(limit, cursor)
     return WebhookPage(items=items, next_cursor=next_cursor)
 
@@ -63,6 +65,7 @@ async def list_webhooks(store: Store, limit: Limit = 100, cursor: Cursor = None)
 # Before /{webhook_id}/..., so "deliveries" is never taken for a webhook id.
 @router.get("/deliveries/{delivery_id}", response_model=Delivery, responses=NOT_FOUND)
 async def get_delivery(delivery_id: uuid.UUID, store: Store) -> Delivery:
+    """One delivery (its id is the `webhook-id` header the receiver saw)."""
     delivery = await store.delivery(delivery_id)
     if delivery is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no delivery {delivery_id}")
@@ -79,6 +82,7 @@ async def get_webhook(webhook_id: uuid.UUID, store: Store) -> Webhook:
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
 async def delete_webhook(webhook_id: uuid.UUID, store: Store) -> Response:
+    """Stop the webhook: its pending deliveries fail, later events make none."""
     if not await store.delete(webhook_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {webhook_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -92,6 +96,7 @@ async def list_deliveries(
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> DeliveryPage:
+    """The webhook's deliveries, newest first, optionally of one status."""
     if await store.get(webhook_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no webhook {webhook_id}")
     items, next_cursor = await store.deliveries(webhook_id, status_filter, limit, cursor)
