@@ -43,6 +43,7 @@ class Dispatcher:
         stopping = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                self._wake.clear()  # before claiming: a wake-up during the claim is kept
                 free = self._settings.notifier_concurrency - len(self._inflight)
                 claimed = await self._claim(free) if free > 0 else []
                 for delivery in claimed:
@@ -51,7 +52,6 @@ class Dispatcher:
                     task.add_done_callback(self._finished)
                 if claimed and len(claimed) == free:
                     continue  # there may be more due work; claim again as slots free up
-                self._wake.clear()
                 waking = asyncio.create_task(self._wake.wait())
                 await asyncio.wait(
                     {waking, stopping},
