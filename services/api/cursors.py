@@ -7,7 +7,9 @@ import binascii
 import uuid
 from datetime import datetime
 
-from services.api.read_model import BadCursor
+
+class BadCursor(ValueError):
+    pass
 
 
 def encode_cursor(moment: datetime, row_id: uuid.UUID) -> str:
