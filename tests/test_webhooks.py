@@ -408,6 +408,7 @@ async def test_sigkilled_notifier_rereading_the_log_duplicates_no_delivery(
     finally:
         await engine.dispose()
     assert rows == pairs and rows > 6, (rows, pairs)  # every webhook of this module, re-read
+    assert stack.stop("notifier") == {"notifier": 0}  # SIGTERM: a clean stop
 
 
 async def _group_at_end(stack: Stack, group: str) -> bool:
