@@ -33,6 +33,10 @@ class TargetRefused(ValueError):
     """The URL is not one the gateway will call; the message says why."""
 
 
+class TargetUnresolvable(TargetRefused):
+    """The URL's host does not resolve (now: DNS may answer differently later)."""
+
+
 @dataclass(frozen=True)
 class Target:
     host: str
@@ -198,7 +202,7 @@ async def check_target(url: str, settings: Settings, timeout_s: float) -> Target
     try:
         addresses = await resolve(target.host, timeout_s)
     except OSError as exc:
-        raise TargetRefused(f"url host {target.host!r} does not resolve") from exc
+        raise TargetUnresolvable(f"url host {target.host!r} does not resolve") from exc
     what = _refusal(addresses, target.port, await _denied_cached(settings, timeout_s))
     if what is not None:
         raise TargetRefused(f"url points at {what}; webhooks may not target the gateway itself")

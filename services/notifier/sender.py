@@ -13,7 +13,7 @@ from services.notifier.backoff import Verdict, retry_after_seconds, verdict
 from services.notifier.store import Claimed
 from shared.settings import Settings
 from shared.webhook_signing import signed_headers
-from shared.webhook_targets import TargetRefused, check_target
+from shared.webhook_targets import TargetRefused, TargetUnresolvable, check_target
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ async def attempt(client: httpx.AsyncClient, claimed: Claimed, settings: Setting
             async with client.stream("POST", claimed.url, content=body, headers=headers) as answer:
                 code = answer.status_code
                 retry_after = answer.headers.get("retry-after") if code in (429, 503) else None
+    except TargetUnresolvable as exc:
+        return Attempt(Verdict.RETRY, error=str(exc))
     except TargetRefused as exc:
         return Attempt(Verdict.FAILED, error=f"refused: {exc}")
     except (TimeoutError, httpx.TimeoutException):
