@@ -42,6 +42,10 @@ def _service(name: str, settings: Settings) -> None:
         from services.projector.runner import run as projector
 
         run_service(lambda stop: projector(settings, stop))
+    elif name == "notifier":
+        from services.notifier.runner import run as notifier
+
+        run_service(lambda stop: notifier(settings, stop))
 
 
 def _api(settings: Settings) -> None:
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("api", help="serve the HTTP API")
     commands.add_parser("executor", help="run bucket jobs against the Akave backend")
     commands.add_parser("projector", help="fold the event log into bucket_jobs")
+    commands.add_parser("notifier", help="deliver BucketCreated/BucketFailed to webhooks")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("topics", help="create the event and dead-letter topics")
     replay = commands.add_parser(
@@ -86,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
         help="bulk-load processes (default: one per CPU, at most one per partition)",
     )
     commands.add_parser(
-        "dev", help="local stack: Postgres + Kafka + migrations + api, executor, projector"
+        "dev",
+        help="local stack: Postgres + Kafka + migrations + api, executor, projector, notifier",
     )
     _parked_parser(commands)
     args = parser.parse_args(argv)

@@ -1,8 +1,9 @@
 """`akave-gateway dev`: the whole gateway on one machine, for trying it out and developing.
 
 Provisions PostgreSQL (the machine's, unless DATABASE_URL is set) and a local Kafka broker
-(unless KAFKA_BOOTSTRAP_SERVERS is set), migrates, then supervises api, executor and projector
-as child processes until Ctrl-C or SIGTERM, and stops everything it started, JVM included.
+(unless KAFKA_BOOTSTRAP_SERVERS is set), migrates, then supervises api, executor, projector
+and notifier as child processes until Ctrl-C or SIGTERM, and stops everything it started,
+JVM included.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from services.cli import REPO_ROOT, migrate
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 
-SERVICES = ("projector", "executor", "api")
+SERVICES = ("projector", "executor", "notifier", "api")
 
 
 def run_dev(settings: Settings) -> int:

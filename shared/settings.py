@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     sim_transient_failure_rate: float = Field(default=0.0, ge=0, le=1)
     sim_permanent_error: Literal["", "insufficient_funds", "invalid_bucket_name"] = ""
 
+    # Webhooks (notifier)
+    notifier_group_id: str = "akave-notifier"
+    notifier_concurrency: int = Field(default=16, ge=1)
+    notifier_session_timeout_ms: int = Field(default=10_000, ge=6_000)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_base_s: float = Field(default=5.0, ge=0)
+    webhook_retry_max_s: float = Field(default=3600.0, ge=0)
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0)
+    webhook_deny_targets: str = "169.254.0.0/16"
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"

@@ -43,7 +43,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class Stack:
-    """api + executor + projector, each its own process, on one topic of their own."""
+    """api + executor + projector, each its own process, on one topic of their own.
+    Any other service of `akave-gateway` (e.g. `start("notifier")`) starts the same way."""
 
     def __init__(self, settings: Settings, log_dir: Path) -> None:
         self.settings = settings
@@ -58,6 +59,7 @@ class Stack:
             "bucket_events_topic": f"test-{tag}.bucket-events",
             "dead_letter_topic": f"test-{tag}.bucket-events.dlq",
             "executor_group_id": f"test-{tag}-executor",
+            "notifier_group_id": f"test-{tag}-notifier",
             "api_port": free_port(),
             "sim_owner": f"owner-{tag}",
         }

@@ -103,6 +103,12 @@ async def test_database_down_gives_fast_503_and_recovery(
             ("POST", "/buckets", {"json": {"bucket_name": unique_name("down")}}),
             ("GET", f"/buckets/jobs/{job_id}", {}),
             ("GET", "/buckets", {}),
+            ("POST", "/webhooks", {"json": {"url": "http://127.0.0.1:9/hook"}}),
+            ("GET", "/webhooks", {}),
+            ("GET", f"/webhooks/{job_id}", {}),
+            ("GET", f"/webhooks/{job_id}/deliveries", {}),
+            ("GET", f"/webhooks/deliveries/{job_id}", {}),
+            ("DELETE", f"/webhooks/{job_id}", {}),
         ]:
             response, took = await timed(client, method, path, **kw)
             assert response.status_code == 503, (path, response.text)

@@ -13,15 +13,19 @@ from services.api.live import JobWatch
 from services.api.log_client import LogClient
 from services.api.read_model import ReadModel
 from services.api.routes import router
+from services.api.webhook_routes import router as webhook_router
+from services.api.webhook_store import WebhookStore
 from shared.db import make_engine, make_sessionmaker
 from shared.log_setup import configure_logging
 from shared.settings import Settings
+from shared.webhook_targets import parse_deny_list
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     if not logging.getLogger().handlers:  # a uvicorn worker process starts unconfigured
         configure_logging(settings.log_level, settings.log_format)
+    parse_deny_list(settings.webhook_deny_targets)  # a bad entry stops start-up, not a request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.live = JobWatch(
             app.state.reads, settings.live_poll_interval_s, settings.live_max_streams
         )
+        app.state.webhooks = WebhookStore(make_sessionmaker(engine), settings.db_timeout_s)
         try:
             yield
         finally:
@@ -50,4 +55,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     errors.install(app, settings.retry_after_s)
     app.include_router(router)
+    app.include_router(webhook_router)
     return app

@@ -9,10 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from services.api.cursors import BadCursor
 from services.api.intake import BucketAlreadyCreated, IdempotencyKeyReused, ProjectionBehind
 from services.api.live import TooManyStreams
 from services.api.log_client import LogUnavailable
-from services.api.read_model import BadCursor
 
 log = logging.getLogger(__name__)
 

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.api.cursors import decode_cursor, encode_cursor
 from services.api.schemas import Bucket, Job
 from shared.fold import JobStatus
 from shared.models import BucketJob, ProjectorCheckpoint
 
 T = TypeVar("T")
-
-
-class BadCursor(ValueError):
-    pass
 
 
 def _job(row: BucketJob) -> Job:
@@ -82,7 +76,7 @@ class ReadModel:
         return await self._bounded(go())
 
     async def buckets(self, limit: int, cursor: str | None) -> tuple[list[Bucket], str | None]:
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor) if cursor else None
 
         async def go() -> list[BucketJob]:
             query = select(BucketJob).where(BucketJob.status == JobStatus.COMPLETED.value)
@@ -152,17 +146,4 @@ class ReadModel:
 
 
 def _encode_cursor(row: BucketJob) -> str:
-    moment = (row.completed_at or row.updated_at).isoformat()
-    return base64.urlsafe_b64encode(f"{moment}|{row.id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, job_id = raw.split("|", 1)
-        parsed = datetime.fromisoformat(moment)
-        if parsed.tzinfo is None:
-            raise ValueError("naive time")
-        return parsed, uuid.UUID(job_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise BadCursor("cursor is not one this API returned") from exc
+    return encode_cursor(row.completed_at or row.updated_at, row.id)

@@ -1,0 +1,1 @@
+"""The notifier: turns BucketCreated/BucketFailed events into signed webhook deliveries."""

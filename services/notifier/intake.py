@@ -1,0 +1,95 @@
+"""From the log to the deliveries table: consume the topic in the notifier's consumer group,
+record the deliveries of each batch in one transaction, and only then commit its offsets.
+
+A crash between the two re-reads the batch; delivery ids are deterministic and inserted if
+absent, so that makes no second delivery (at-least-once intake, exactly-once rows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.notifier import store
+from shared.dead_letter import park
+from shared.events import Event, MalformedEvent, UnknownEventType, decode
+from shared.kafka import Appender
+from shared.lifecycle import wait_or_stop
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+CONSUMER_NAME = "notifier"
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        appender: Appender,
+        sessions: async_sessionmaker[AsyncSession],
+        on_recorded: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._appender = appender
+        self._sessions = sessions
+        self._on_recorded = on_recorded
+        self.stats: Counter[str] = Counter()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            fetched = await self._consumer.getmany(timeout_ms=200, max_records=1000)
+            if not fetched:
+                continue
+            try:
+                await self._handle(fetched)
+            except (SQLAlchemyError, KafkaError, OSError) as exc:
+                log.warning("recording deliveries failed; retrying", extra={"error": str(exc)})
+                for tp, records in fetched.items():
+                    self._consumer.seek(tp, records[0].offset)
+                await wait_or_stop(stop, 1.0)
+
+    async def _handle(
+        self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        events: list[Event] = []
+        malformed: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
+        for records in fetched.values():
+            for record in records:
+                try:
+                    event = decode(record.value)
+                except UnknownEventType:
+                    self.stats["unknown"] += 1
+                    continue
+                except MalformedEvent as exc:
+                    malformed.append((record, str(exc)))
+                    continue
+                if event.type in store.NOTIFIED_TYPES:
+                    events.append(event)
+        new = 0
+        if events:
+            async with self._sessions() as session, session.begin():
+                new = await store.record_deliveries(session, events)
+        for record, error in malformed:
+            await park(
+                self._appender, self._settings.dead_letter_topic, record, error, CONSUMER_NAME
+            )
+            self.stats["parked"] += 1
+        if new:
+            self.stats["deliveries"] += new
+            self._on_recorded()
+        offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partition: its new owner re-reads these records, harmlessly.
+            log.warning("offset commit failed", extra={"error": str(exc)})
