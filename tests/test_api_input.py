@@ -186,6 +186,7 @@ NASTY: list[tuple[str, dict[str, Any], int, str]] = [
 async def nothing_appended(stack: Stack) -> Any:
     """Fails the test if the topic's end offsets moved while it ran."""
     before = await end_offsets(stack.settings)
+    assert len(before) == stack.settings.topic_partitions
     yield
     after = await end_offsets(stack.settings)
     if after != before:

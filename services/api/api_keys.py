@@ -59,14 +59,15 @@ def parse_entries(text: str, source: str) -> list[ApiKey]:
         for raw in line.split("#", 1)[0].split(","):
             entry = raw.strip()
             if entry:
-                keys.append(_parse_entry(entry, source))
+                keys.append(_parse_entry(entry, f"{source} entry {len(keys) + 1}"))
     return keys
 
 
 def _parse_entry(entry: str, source: str) -> ApiKey:
     parts = entry.split(":")
     if len(parts) not in (2, 3):
-        raise ApiKeyConfigError(f"{source}: entry {parts[0]!r}... is not name:sha256hex[:scope]")
+        # Not echoed: a key pasted where its digest belongs must not reach a log.
+        raise ApiKeyConfigError(f"{source} is not name:sha256hex[:scope]")
     name, digest = parts[0], parts[1].lower()
     scope = parts[2] if len(parts) == 3 else "write"
     if not _NAME.match(name):
