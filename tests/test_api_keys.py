@@ -297,3 +297,36 @@ async def test_each_key_has_its_own_rate_limit_answered_429_with_retry_after(
             assert (await client.get("/buckets", headers=writer)).status_code == 200
     finally:
         limited.stop()
+
+
+def test_websockets_are_guarded_too() -> None:
+    """A websocket route added later cannot bypass the keys: the handshake is refused."""
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    from services.api.access import AccessControl
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    app = AccessControl(
+        Starlette(routes=[WebSocketRoute("/events", echo)]),
+        KeyRing(parse_entries(f"reader:{digest_of(READER)}:read", "API_KEYS")),
+        None,
+    )
+    with TestClient(app) as client:
+        for headers in ({}, {"Authorization": f"Bearer {OTHER}"}):
+            with (
+                pytest.raises(WebSocketDisconnect) as refused,
+                client.websocket_connect("/events", headers=headers),
+            ):
+                pass
+            assert refused.value.code == 1008
+        with client.websocket_connect(
+            "/events", headers={"Authorization": f"Bearer {READER}"}
+        ) as websocket:
+            assert websocket.receive_text() == "hello"

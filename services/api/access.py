@@ -31,12 +31,17 @@ class AccessControl:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys.enabled or scope["path"] in PUBLIC_PATHS:
+        protected = scope["type"] in ("http", "websocket") and scope["path"] not in PUBLIC_PATHS
+        if not protected or not self.keys.enabled:
             await self.app(scope, receive, send)
             return
         refusal = self._refusal(scope)
         if refusal is None:
             await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            # No HTTP answer on a websocket: refuse the handshake (policy violation).
+            await receive()
+            await send({"type": "websocket.close", "code": 1008, "reason": "API key refused"})
         else:
             await refusal(scope, receive, send)
 
@@ -52,7 +57,7 @@ class AccessControl:
         key = self.keys.find(match.group(1))
         if key is None:
             return _unauthorized("unknown API key", error="invalid_token")
-        method = scope["method"]
+        method = scope.get("method", "GET")  # a websocket only reads
         if not key.allows(method):
             log.info("api key lacks scope", extra={"api_key": key.name, "method": method})
             return JSONResponse(
