@@ -88,5 +88,5 @@ class RequestLimits:
         except BodyTooLarge:
             if started:
                 raise
-            if not replaced:
-                await self._refusal()(scope, receive, send)
+        if exceeded and not started and not replaced:
+            await self._refusal()(scope, receive, send)
