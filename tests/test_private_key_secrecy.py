@@ -207,3 +207,17 @@ def test_a_private_key_file_is_read_and_an_open_one_refused(tmp_path: Path) -> N
         with pytest.raises(PermissionError, match="chmod 600") as refused:
             settings.private_key()
         assert_no_key("the refusal", str(refused.value))
+
+
+def test_the_akave_backend_refuses_an_open_key_file_with_a_clear_error(tmp_path: Path) -> None:
+    from services.executor.backends.akave_sdk import AkaveConfigurationError, AkaveSdkBackend
+
+    key_file = tmp_path / "akave.key"
+    key_file.write_text(CONFIGURED)
+    key_file.chmod(0o644)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, akave_backend="akave", akave_private_key_file=key_file
+    )
+    with pytest.raises(AkaveConfigurationError, match=r"mode 0644.*chmod 600") as refused:
+        AkaveSdkBackend.from_settings(settings)
+    assert_no_key("the backend's refusal", str(refused.value))
