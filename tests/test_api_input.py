@@ -157,6 +157,8 @@ NASTY: list[tuple[str, dict[str, Any], int, str]] = [
     ),
     ("overlong-utf8", {"content": b'{"bucket_name": "\xc0\xafetc"}'}, 400, "not valid UTF-8"),
     ("number-name", {"json": {"bucket_name": 1e308}}, 422, "valid string"),
+    ("5000-digit-number", {"content": b'{"bucket_name": ' + b"9" * 5000 + b"}"}, 400, "too long"),
+    ("infinite-number", {"content": b'{"bucket_name": 1e999999}'}, 422, "valid string"),
     ("bool-name", {"json": {"bucket_name": True}}, 422, "valid string"),
     ("json-patch-type", {"json": {"bucket_name": "abc"}, "ct": "application/jsonx"}, 415, "JSON"),
     ("multipart", {"content": b"--x\r\n", "ct": "multipart/form-data; boundary=x"}, 415, "JSON"),
@@ -288,6 +290,8 @@ def test_declared_huge_body_is_refused_before_it_is_sent(
         ("GET", "/buckets?cursor=%00", 422, "cursor"),
         ("GET", "/buckets?cursor=' OR 1=1 --", 422, "cursor"),
         ("GET", "/buckets?cursor=%ff%fe", 422, "cursor"),
+        ("GET", "/buckets?cursor=" + "c" * 20_000, 414, "URL is larger than the limit"),
+        ("GET", "/buckets/jobs/" + "0" * 20_000, 414, "URL is larger than the limit"),
     ],
 )
 async def test_nasty_paths_methods_and_parameters_are_clear_4xx(

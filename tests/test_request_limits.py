@@ -89,3 +89,10 @@ async def test_headers_over_their_limit_are_431() -> None:
         response = await http.post("/echo", content=b"", headers={"x-pad": "p" * 3000})
     assert response.status_code == 431
     assert "headers are larger than the limit of 2048 bytes" in response.json()["detail"]
+
+
+async def test_a_url_over_the_header_limit_is_414() -> None:
+    async with client(ROUTES) as http:
+        response = await http.post("/echo?q=" + "q" * 3000, content=b"")
+    assert response.status_code == 414
+    assert "URL is larger than the limit of 2048 bytes" in response.json()["detail"]

@@ -100,6 +100,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 _UNREADABLE_BODY: dict[type[BaseException], str] = {
     RecursionError: "the body is not JSON this API reads: it is nested too deeply",
     UnicodeDecodeError: "the body is not valid UTF-8 JSON",
+    ValueError: "the body is not JSON this API reads: a number in it is too long",  # int limit
 }
 
 

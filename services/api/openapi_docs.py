@@ -1,7 +1,7 @@
 """The answers every operation can give because of app-wide rules, added to the OpenAPI document.
 
 Routes document their own outcomes; what the middlewares and handlers add to every route
-(413, 431, the 422 shape of this API, 400 for unreadable bodies, and with API keys 401/403/429)
+(413, 414, 431, the 422 shape of this API, 400 for unreadable bodies, and with API keys 401/403/429)
 is written into every operation here, so routes added later are documented (and fuzzed
 against that documentation) without each having to repeat it.
 """
@@ -72,6 +72,7 @@ def document_app_wide_answers(
                 continue
             responses = operation.setdefault("responses", {})
             responses["413"] = _answer(f"the request body is larger than {max_body_bytes} bytes")
+            responses["414"] = _answer(f"the URL is longer than {max_header_bytes} bytes")
             responses["431"] = _answer(f"the request headers exceed {max_header_bytes} bytes")
             if "422" in responses or operation.get("parameters") or "requestBody" in operation:
                 responses["422"] = _answer(

@@ -1,8 +1,9 @@
 """Size limits on requests: headers (431) and bodies (413), checked before any route runs.
 
-Headers: their total size (names, values, separators) over the limit is refused with 431. The
-HTTP server (uvicorn with httptools) has already read them; this bounds what the app accepts,
-not the server's buffer (docs/security.md).
+Headers: their total size (names, values, separators) over the limit is refused with 431, and
+a URL (path and query) over the same limit with 414. The HTTP server (uvicorn with httptools)
+has already read them; this bounds what the app accepts, not the server's buffer
+(docs/security.md).
 
 Bodies: never held beyond the limit.
 
@@ -41,14 +42,14 @@ class RequestLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        target = len(scope.get("raw_path") or scope["path"]) + len(scope.get("query_string", b""))
         header_bytes = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
-        if header_bytes > self.max_header_bytes:
+        limit = self.max_header_bytes
+        if target > limit or header_bytes > limit:
+            what, status = ("URL is", 414) if target > limit else ("headers are", 431)
             response = JSONResponse(
-                {
-                    "detail": f"request headers are larger than the limit of "
-                    f"{self.max_header_bytes} bytes"
-                },
-                status_code=431,
+                {"detail": f"request {what} larger than the limit of {limit} bytes"},
+                status_code=status,
             )
             await response(scope, receive, send)
             return
