@@ -83,10 +83,11 @@ def fuzz(operation: Any, mode: GenerationMode, session: requests.Session) -> Non
             detail = response.json()["detail"]
             assert detail.startswith(STATEFUL_REFUSALS), (case.as_curl_command(), detail)
 
-    started = time.monotonic()
+    started, before = time.monotonic(), cases[operation.label]
     try:
         run()
     except Unsatisfiable:
         # Nothing in the operation can be made invalid (no parameters, no body).
         assert mode is GenerationMode.NEGATIVE, operation.label
-    print(f"{operation.label} {mode}: {cases[operation.label]} {time.monotonic() - started:.1f}s")
+    ran = cases[operation.label] - before
+    print(f"{operation.label} {mode}: {ran} cases in {time.monotonic() - started:.1f}s")
