@@ -4,6 +4,9 @@
 The API is the real one: `akave-gateway api` as its own process (uvicorn, HTTP), with a real
 Kafka topic and Postgres database, and the executor and projector behind it. API keys are on,
 so the run goes through the access-control middleware and the documented 401/403/429 too.
+
+Schemathesis' pytest plugin (`from_fixture`) does not work with pytest 9.2 (it sets a node
+attribute pytest removed), so the test drives its Hypothesis strategies directly.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ STACK_SETTINGS = {
     # The limit is tested elsewhere; here it must not hide the routes behind 429s.
     "api_rate_limit_per_s": 100_000.0,
     "api_rate_limit_burst": 100_000,
+    # Unknown job ids wait this long for the projector before 404; keeps the run short.
     "read_your_writes_timeout_s": 1.0,
 }
 EXAMPLES_PER_OPERATION_AND_MODE = 175
@@ -56,13 +60,27 @@ def test_every_operation_answers_as_documented(stack: Stack, session: requests.S
     # case, and its ignored_auth check also replays cases with no and with a wrong key.
     config = schemathesis.Config.from_dict({"auth": {"openapi": {"apiKey": {"bearer": TOKEN}}}})
     schema = schemathesis.openapi.from_url(stack.base_url + "/openapi.json", config=config)
+    streaming = streaming_operations(session.get(stack.base_url + "/openapi.json").json())
     operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [op for op in operations if op.label not in streaming]
     assert operations
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzz(operation, mode, session)
     assert set(cases) == {op.label for op in operations}, cases
     assert sum(cases.values()) >= MIN_CASES, cases
+
+
+def streaming_operations(document: dict[str, Any]) -> set[str]:
+    """Operations whose success is an endless stream (Server-Sent Events): a fuzzer that waits
+    for the whole body cannot test them, so they need tests of their own."""
+    return {
+        f"{method.upper()} {path}"
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+        for status, answer in operation.get("responses", {}).items()
+        if status.startswith("2") and "text/event-stream" in answer.get("content", {})
+    }
 
 
 def fuzz(operation: Any, mode: GenerationMode, session: requests.Session) -> None:
@@ -76,7 +94,7 @@ def fuzz(operation: Any, mode: GenerationMode, session: requests.Session) -> Non
     def run(case: Any) -> None:
         cases[case.operation.label] += 1
         response = case.call_and_validate(
-            session=session, excluded_checks=[positive_data_acceptance]
+            session=session, excluded_checks=[positive_data_acceptance], timeout=30
         )
         if mode is GenerationMode.POSITIVE and response.status_code == 422:
             # Schema-valid yet refused: only for what a schema cannot say.
