@@ -7,7 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+from services.api.api_keys import add_apikey_commands, run_apikey_command
 from shared.log_setup import configure_logging
+from shared.secret_files import InsecureSecretFile
 from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +52,13 @@ def _service(name: str, settings: Settings) -> None:
 
 def _api(settings: Settings) -> None:
     import uvicorn
+
+    from services.api.api_keys import ApiKeyConfigError, load_key_ring
+
+    try:
+        load_key_ring(settings.api_keys, settings.api_keys_file)
+    except ApiKeyConfigError as exc:
+        raise SystemExit(f"refusing to start: {exc}") from None
 
     uvicorn.run(
         "services.api.app:create_app",
@@ -95,7 +104,11 @@ def main(argv: list[str] | None = None) -> None:
         help="local stack: Postgres + Kafka + migrations + api, executor, projector, notifier",
     )
     _parked_parser(commands)
+    apikey = commands.add_parser("apikey", help="API keys: `apikey new` prints a fresh one")
+    add_apikey_commands(apikey)
     args = parser.parse_args(argv)
+    if args.command == "apikey":
+        sys.exit(run_apikey_command(args))
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format, secrets=_secrets(settings))
@@ -156,6 +169,8 @@ def _parked(args: argparse.Namespace, settings: Settings) -> int:
 def _secrets(settings: Settings) -> list[str]:
     try:
         key = settings.private_key()
+    except InsecureSecretFile as exc:
+        raise SystemExit(f"refusing to start: {exc.strerror}") from None
     except OSError:
         return []
     return [key] if key else []

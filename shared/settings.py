@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.secret_files import read_secret_file
+
 DEFAULT_DATABASE_URL = "postgresql+psycopg://akave:akave@127.0.0.1:5432/akave_gateway"
 
 
@@ -76,12 +78,19 @@ class Settings(BaseSettings):
     webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)
     webhook_poll_interval_s: float = Field(default=1.0, gt=0)
     webhook_deny_targets: str = "169.254.0.0/16"
+    # Security (API keys, rate limits, request size)
+    max_body_bytes: int = Field(default=16 * 1024, ge=1)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    api_keys: str = ""
+    api_keys_file: Path | None = None
+    api_rate_limit_per_s: float = Field(default=10.0, ge=0)
+    api_rate_limit_burst: int = Field(default=20, ge=1)
 
     # Logging
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
 
-    @field_validator("akave_private_key", "akave_private_key_file", mode="before")
+    @field_validator("akave_private_key", "akave_private_key_file", "api_keys_file", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`AKAVE_PRIVATE_KEY=` in a .env file means "not set", not "an empty key"."""
@@ -97,9 +106,12 @@ class Settings(BaseSettings):
         return value
 
     def private_key(self) -> str | None:
-        """The signing key, from AKAVE_PRIVATE_KEY or the file AKAVE_PRIVATE_KEY_FILE names."""
+        """The signing key, from AKAVE_PRIVATE_KEY or the file AKAVE_PRIVATE_KEY_FILE names.
+
+        Raises `InsecureSecretFile` (a `PermissionError`) if that file is group/other-accessible.
+        """
         if self.akave_private_key is not None:
             return self.akave_private_key.get_secret_value().strip() or None
         if self.akave_private_key_file is not None:
-            return self.akave_private_key_file.read_text().strip() or None
+            return read_secret_file(self.akave_private_key_file, "AKAVE_PRIVATE_KEY_FILE") or None
         return None

@@ -352,6 +352,7 @@ async def test_the_private_key_can_come_from_akave_private_key_file(
 ) -> None:
     key_file = tmp_path / "akave.key"
     key_file.write_text("0x" + key + "\n")
+    key_file.chmod(0o600)  # the services refuse key files others can read
 
     built = AkaveSdkBackend.from_settings(make_settings(akave_private_key_file=key_file))
     try:

@@ -10,8 +10,13 @@ from fastapi import FastAPI
 
 from services.api import errors
 from services.api.live import JobWatch
+from services.api import errors, openapi_docs
+from services.api.access import AccessControl
+from services.api.api_keys import load_key_ring
 from services.api.log_client import LogClient
+from services.api.rate_limit import TokenBuckets
 from services.api.read_model import ReadModel
+from services.api.request_limits import RequestLimits
 from services.api.routes import router
 from services.api.webhook_routes import router as webhook_router
 from services.api.webhook_store import WebhookStore
@@ -56,4 +61,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app, settings.retry_after_s)
     app.include_router(router)
     app.include_router(webhook_router)
+    install_protections(app, settings)
     return app
+
+
+def install_protections(app: FastAPI, settings: Settings) -> None:
+    """App-wide: header and body size limits, then (outermost) API keys and rate limits."""
+    keys = load_key_ring(settings.api_keys, settings.api_keys_file)
+    limiter = (
+        TokenBuckets(settings.api_rate_limit_per_s, settings.api_rate_limit_burst)
+        if keys.enabled and settings.api_rate_limit_per_s > 0
+        else None
+    )
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    app.add_middleware(AccessControl, keys=keys, limiter=limiter)
+    openapi_docs.install(
+        app,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        keys=keys.enabled,
+        rate_limited=limiter is not None,
+    )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from starlette.exceptions import HTTPException
 
 from services.api.cursors import BadCursor
 from services.api.intake import BucketAlreadyCreated, IdempotencyKeyReused, ProjectionBehind
@@ -44,6 +46,15 @@ def install(app: FastAPI, retry_after_s: int) -> None:
             {"detail": _describe(errors), "errors": errors},
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
         )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # FastAPI says only "There was an error parsing the body"; say why where we can.
+        cause = exc.__cause__
+        reason = _UNREADABLE_BODY.get(type(cause)) if exc.status_code == 400 and cause else None
+        if reason is not None:
+            exc = HTTPException(400, reason, exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(BucketAlreadyCreated)
     async def exists(_: Request, exc: BucketAlreadyCreated) -> JSONResponse:
@@ -93,6 +104,13 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     async def network(_: Request, exc: OSError) -> JSONResponse:
         log.warning("dependency unreachable", extra={"error": repr(exc)})
         return unavailable("a dependency")
+
+
+_UNREADABLE_BODY: dict[type[BaseException], str] = {
+    RecursionError: "the body is not JSON this API reads: it is nested too deeply",
+    UnicodeDecodeError: "the body is not valid UTF-8 JSON",
+    ValueError: "the body is not JSON this API reads: a number in it is too long",  # int limit
+}
 
 
 def _is_outage(exc: DBAPIError) -> bool:

@@ -1,0 +1,82 @@
+"""Who may call the API: bearer API keys, their scopes, and a rate limit per key.
+
+A pure ASGI middleware in front of every route (also routes added later), so nothing is parsed,
+read or appended for a request that is refused. Open when no key is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.api.api_keys import KeyRing
+from services.api.rate_limit import TokenBuckets, retry_after_header
+
+log = logging.getLogger(__name__)
+
+# Liveness probes and the API's own description need no key (docs/security.md).
+PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+_BEARER = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
+REALM = 'Bearer realm="akave-gateway"'
+
+
+class AccessControl:
+    def __init__(self, app: ASGIApp, keys: KeyRing, limiter: TokenBuckets | None) -> None:
+        self.app = app
+        self.keys = keys
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        protected = scope["type"] in ("http", "websocket") and scope["path"] not in PUBLIC_PATHS
+        if not protected or not self.keys.enabled:
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            # No HTTP answer on a websocket: refuse the handshake (policy violation).
+            await receive()
+            await send({"type": "websocket.close", "code": 1008, "reason": "API key refused"})
+        else:
+            await refusal(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> JSONResponse | None:
+        header = Headers(scope=scope).get("authorization")
+        if header is None:
+            return _unauthorized("missing Authorization header: send `Authorization: Bearer <key>`")
+        match = _BEARER.match(header)
+        if match is None:
+            return _unauthorized(
+                "malformed Authorization header: expected `Bearer <key>`", error="invalid_request"
+            )
+        key = self.keys.find(match.group(1))
+        if key is None:
+            return _unauthorized("unknown API key", error="invalid_token")
+        method = scope.get("method", "GET")  # a websocket only reads
+        if not key.allows(method):
+            log.info("api key lacks scope", extra={"api_key": key.name, "method": method})
+            return JSONResponse(
+                {"detail": f"API key {key.name!r} is read-only; {method} needs scope 'write'"},
+                status_code=403,
+                headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="write"'},
+            )
+        if self.limiter is not None and (wait := self.limiter.take(key.name)) > 0:
+            log.info("api key rate limited", extra={"api_key": key.name})
+            return JSONResponse(
+                {"detail": f"rate limit of API key {key.name!r} exceeded; retry later"},
+                status_code=429,
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+        return None
+
+
+def _unauthorized(detail: str, error: str | None = None) -> JSONResponse:
+    challenge = REALM if error is None else f'{REALM}, error="{error}"'
+    return JSONResponse(
+        {"detail": detail}, status_code=401, headers={"WWW-Authenticate": challenge}
+    )
