@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(default=2.0, gt=0)
     read_your_writes_timeout_s: float = Field(default=3.0, ge=0)
     retry_after_s: int = Field(default=2, ge=1)
+    # API, fault suite (chaos/): bounds what a dead projector costs each idempotent POST
+    idempotency_projection_wait_s: float = Field(default=0.5, ge=0)
 
     # Executor
     executor_group_id: str = "akave-executor"
