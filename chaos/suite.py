@@ -117,8 +117,8 @@ async def run_scenario(infra: Infra, options: Options, scenario: Scenario, logs:
     load = Load(stack.base_url, names, options.rate, recorder)
     prober = Prober(stack.base_url, tag, load, recorder)
     target = Target(stack, infra.kafka, infra.postgres, settings, options.outage_s)
-    await asyncio.to_thread(stack.start, *scenario.services)
     try:
+        await asyncio.to_thread(stack.start, *scenario.services)
         stop_probe = asyncio.Event()
         probing = asyncio.create_task(prober.run(stop_probe))
         loading = asyncio.create_task(load.run(SUBMIT_GIVE_UP_S))
@@ -177,7 +177,12 @@ async def run(options: Options, report: Callable[[Result], None] | None = None) 
     results = []
     with Infra() as infra:
         for name in options.scenarios:
-            result = await run_scenario(infra, options, SCENARIOS[name], run_dir / name)
+            scenario, logs, started = SCENARIOS[name], run_dir / name, time.monotonic()
+            try:
+                result = await run_scenario(infra, options, scenario, logs)
+            except Exception as exc:  # one broken scenario must not hide the others' verdicts
+                crash = Check("scenario ran to the end", False, f"{type(exc).__name__}: {exc}")
+                result = Result(scenario, [crash], time.monotonic() - started, logs)
             results.append(result)
             if report is not None:
                 report(result)

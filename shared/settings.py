@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=2, ge=1)
     # API, fault suite (chaos/): bounds what a dead projector costs each idempotent POST
     idempotency_projection_wait_s: float = Field(default=0.5, ge=0)
+    request_deadline_s: float = Field(default=4.0, gt=0)  # any request past it: 503
 
     # Executor
     executor_group_id: str = "akave-executor"

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.api import errors
+from services.api.deadline import Deadline
 from services.api.log_client import LogClient
 from services.api.read_model import ReadModel
 from services.api.routes import router
@@ -44,5 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     errors.install(app, settings.retry_after_s)
+    app.add_middleware(
+        Deadline, seconds=settings.request_deadline_s, retry_after_s=settings.retry_after_s
+    )
     app.include_router(router)
     return app
