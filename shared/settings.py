@@ -61,21 +61,27 @@ class Settings(BaseSettings):
     sim_latency_ms: int = Field(default=500, ge=0)
     sim_transient_failure_rate: float = Field(default=0.0, ge=0, le=1)
     sim_permanent_error: Literal["", "insufficient_funds", "invalid_bucket_name"] = ""
+    # Simulated chain, fault suite (chaos/): the chain in a database other than the gateway's
+    sim_database_url: str | None = None
 
     # Logging
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
 
-    @field_validator("akave_private_key", "akave_private_key_file", mode="before")
+    @field_validator(
+        "akave_private_key", "akave_private_key_file", "sim_database_url", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`AKAVE_PRIVATE_KEY=` in a .env file means "not set", not "an empty key"."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "sim_database_url")
     @classmethod
-    def _psycopg_driver(cls, value: str) -> str:
+    def _psycopg_driver(cls, value: str | None) -> str | None:
         """Accept the plain libpq URL forms, always use the psycopg 3 driver."""
+        if value is None:
+            return None
         for prefix in ("postgresql://", "postgres://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
