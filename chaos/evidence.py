@@ -80,6 +80,7 @@ async def fold_log(settings: Settings) -> tuple[dict[uuid.UUID, Row], int, int]:
 def read_stores(settings: Settings) -> dict[str, Any]:
     """The read model and the chain's call record (blocking; run it in a thread)."""
     engine = create_engine(settings.database_url)
+    chain = create_engine(settings.sim_database_url or settings.database_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
@@ -87,6 +88,7 @@ def read_stores(settings: Settings) -> dict[str, Any]:
                     "SELECT id, bucket_name, status, tx_hash, error_code, attempts FROM bucket_jobs"
                 )
             ).all()
+        with chain.connect() as conn:
             calls = conn.execute(
                 text(
                     "SELECT name, outcome, count(*) FROM akave_sim.create_calls "
@@ -96,6 +98,7 @@ def read_stores(settings: Settings) -> dict[str, Any]:
             ).all()
     finally:
         engine.dispose()
+        chain.dispose()
     read_model = {
         r.id: Row(r.bucket_name, r.status, r.tx_hash, r.error_code, r.attempts) for r in rows
     }

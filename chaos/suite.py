@@ -61,7 +61,9 @@ class Result:
 
 
 class Infra:
-    """The suite's own broker and database cluster, started once per run."""
+    """The suite's own broker and database clusters, started once per run: the gateway's
+    PostgreSQL (which the postgres-outage scenario stops), and another for the simulated
+    chain, which with the real Akave backend is not in the gateway's database either."""
 
     def __init__(self) -> None:
         self.kafka = LocalKafka(
@@ -72,30 +74,36 @@ class Infra:
             fresh=True,
         )
         self.postgres = PrivatePostgres(free_port())
+        self.chain = PrivatePostgres(free_port())
 
     def __enter__(self) -> Infra:
-        self.postgres.start()
         try:
+            self.postgres.start()
+            self.chain.start()
             self.kafka.start()
         except BaseException:
-            self.postgres.destroy()
+            self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self.kafka.stop()
+            if self.kafka.is_running():
+                self.kafka.stop()
             shutil.rmtree(self.kafka.dir, ignore_errors=True)
         finally:
             self.postgres.destroy()
+            self.chain.destroy()
 
 
 def scenario_settings(infra: Infra, options: Options, name: str) -> Settings:
-    url = create_database(infra.postgres.admin_url, f"chaos_{name.replace('-', '_')}")
+    db_name = f"chaos_{name.replace('-', '_')}"
+    url = create_database(infra.postgres.admin_url, db_name)
     migrate(Settings(_env_file=None, database_url=url))
     base = Settings(
         _env_file=None,
         database_url=url,
+        sim_database_url=create_database(infra.chain.admin_url, db_name),
         kafka_bootstrap_servers=infra.kafka.bootstrap_servers,
         topic_partitions=3,
         sim_latency_ms=options.latency_ms,
