@@ -7,6 +7,7 @@ record), and the simulated chain's record of every `create_bucket` call (`akave_
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -132,8 +133,6 @@ def terminal_in_read_model(settings: Settings, job_ids: list[str]) -> int:
 
 
 async def gather(settings: Settings) -> Evidence:
-    import asyncio
-
     stores = await asyncio.to_thread(read_stores, settings)
     log_fold, malformed, unknown = await fold_log(settings)
     parked = [
