@@ -84,8 +84,10 @@ async def submit(
         )
         if answer.status == 202 and response is not None:
             return str(response.json()["job_id"])
-        if answer.status == 503 and answer.retry_after:
-            await asyncio.sleep(min(float(answer.retry_after), MAX_BACKOFF_S))
+        if answer.status == 503 and answer.retry_after:  # with jitter, as clients should
+            await asyncio.sleep(
+                min(float(answer.retry_after), MAX_BACKOFF_S) * (1 + random.random())
+            )
         else:  # no answer, or an answer a client cannot act on: back off and try again
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -44,6 +44,8 @@ async def test_after_one_failure_calls_fail_at_once_until_one_tries_again() -> N
         assert await _fails_within(client) >= 0.4  # the first call really tried
         crowd = await asyncio.gather(*(_fails_within(client) for _ in range(50)))
         assert max(crowd) < 0.1, max(crowd)
+        with pytest.raises(LogUnavailable):  # what POST /buckets asks before any other work
+            client.raise_if_down()
         health_started = time.monotonic()
         with pytest.raises(LogUnavailable):
             await client.check()

@@ -50,6 +50,7 @@ async def request_bucket(
     projection_wait_s: float,
 ) -> Accepted:
     """Accept a bucket request: refuse names already created, honour idempotency, append."""
+    log.raise_if_down()  # no database work for a write that cannot be appended
     if idempotency_key is None:
         return await _append_request(log, reads, uuid.uuid4(), bucket_name)
     job_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)

@@ -42,13 +42,17 @@ class LogClient:
         self._down_until: float | None = None  # loop time; None while the log answers
         self._trying = False  # a call is finding out whether a down log is back
 
-    async def _bounded(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    def raise_if_down(self, what: str = "write") -> None:
+        """Fail at once while the log is known down: callers skip their other work too."""
         down_until = self._down_until
-        trial = down_until is not None
         if down_until is not None and (
             asyncio.get_running_loop().time() < down_until or self._trying
         ):
             raise LogUnavailable(f"the event log is down ({what} not tried)")
+
+    async def _bounded(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        self.raise_if_down(what)
+        trial = self._down_until is not None
         if trial:
             self._trying = True
         try:
