@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit migrate infra-up infra-down clean
+.PHONY: install run test lint typecheck unit migrate infra-up infra-down clean chaos
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -23,10 +23,14 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy shared services localinfra
+	$(BIN)/mypy shared services localinfra chaos
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The fault suite's full run (about 20 minutes); e.g. CHAOS_ARGS="--jobs 200 --scenarios poison"
+chaos: install
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 migrate: install
 	$(BIN)/akave-gateway migrate

@@ -19,6 +19,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -249,3 +250,67 @@ def _run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 
         output = (result.stderr or result.stdout).strip()[-2000:]
         raise PostgresError(f"{' '.join(cmd)} failed ({result.returncode}): {output}")
     return result.stdout.strip()
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster of its own (own data dir, port and socket dir).
+
+    For the fault suite, which stops and starts its database: the machine's cluster is shared
+    and must never be stopped. `initdb` into a temporary directory, then `pg_ctl` start/stop
+    any number of times on the same data; `destroy()` stops it and removes the files. Run as
+    the `postgres` OS user when we are root (the server refuses to run as root), else as us.
+    Local socket connections use peer authentication, TCP ones the `akave` role's password.
+    """
+
+    def __init__(self, port: int, *, base_dir: str | None = None) -> None:
+        self.port = port
+        self.dir = base_dir or tempfile.mkdtemp(prefix="akave-private-pg-")
+        self.data_dir = os.path.join(self.dir, "data")
+        self.socket_dir = os.path.join(self.dir, "sockets")
+        self.log_file = os.path.join(self.dir, "postgres.log")
+
+    @property
+    def admin_url(self) -> str:
+        """The `akave` role (CREATEDB) on this cluster's `postgres` database."""
+        return f"postgresql+psycopg://{ROLE}:{PASSWORD}@{HOST}:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Create the cluster on first use, start it and wait until it answers."""
+        with _lock():
+            if not _server_versions():
+                _install_postgresql()
+        fresh = not os.path.exists(os.path.join(self.data_dir, "PG_VERSION"))
+        if fresh:
+            self._init()
+        options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses={HOST}"
+        self._pg_ctl("start", "-w", "-t", str(READY_TIMEOUT_S), "-l", self.log_file, "-o", options)
+        if fresh:
+            sql = f"CREATE ROLE {ROLE} LOGIN CREATEDB PASSWORD '{PASSWORD}'"
+            self._run_bin("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", self.socket_dir,
+                          "-p", str(self.port), "-d", "postgres", "-c", sql)  # fmt: skip
+
+    def stop(self) -> None:
+        """Fast shutdown: open connections are cut, as in an outage."""
+        self._pg_ctl("stop", "-w", "-m", "fast")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(PostgresError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _init(self) -> None:
+        os.makedirs(self.socket_dir, exist_ok=True)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            for path in (self.dir, self.socket_dir):
+                os.chown(path, user.pw_uid, user.pw_gid)
+        self._run_bin("initdb", "-D", self.data_dir, "-U", "postgres", "-E", "UTF8",
+                      "--auth-local=peer", "--auth-host=scram-sha-256")  # fmt: skip
+
+    def _pg_ctl(self, *args: str) -> str:
+        return self._run_bin("pg_ctl", "-D", self.data_dir, *args)
+
+    def _run_bin(self, name: str, *args: str) -> str:
+        binary = os.path.join("/usr/lib/postgresql", _server_versions()[-1], "bin", name)
+        cmd = [binary, *args]
+        return _run(["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd)

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(default=2.0, gt=0)
     read_your_writes_timeout_s: float = Field(default=3.0, ge=0)
     retry_after_s: int = Field(default=2, ge=1)
+    # API, fault suite (chaos/): bounds what a dead projector costs each idempotent POST
+    idempotency_projection_wait_s: float = Field(default=0.5, ge=0)
+    request_deadline_s: float = Field(default=4.0, gt=0)  # any request past it: 503
 
     # Live job status (GET /buckets/jobs/{id}/events, Server-Sent Events)
     live_poll_interval_s: float = Field(default=0.5, gt=0)
@@ -66,6 +69,8 @@ class Settings(BaseSettings):
     sim_latency_ms: int = Field(default=500, ge=0)
     sim_transient_failure_rate: float = Field(default=0.0, ge=0, le=1)
     sim_permanent_error: Literal["", "insufficient_funds", "invalid_bucket_name"] = ""
+    # Simulated chain, fault suite (chaos/): the chain in a database other than the gateway's
+    sim_database_url: str | None = None
 
     # Webhooks (notifier)
     notifier_group_id: str = "akave-notifier"
@@ -90,16 +95,24 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
 
-    @field_validator("akave_private_key", "akave_private_key_file", "api_keys_file", mode="before")
+    @field_validator(
+        "akave_private_key",
+        "akave_private_key_file",
+        "api_keys_file",
+        "sim_database_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`AKAVE_PRIVATE_KEY=` in a .env file means "not set", not "an empty key"."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "sim_database_url")
     @classmethod
-    def _psycopg_driver(cls, value: str) -> str:
+    def _psycopg_driver(cls, value: str | None) -> str | None:
         """Accept the plain libpq URL forms, always use the psycopg 3 driver."""
+        if value is None:
+            return None
         for prefix in ("postgresql://", "postgres://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]

@@ -67,10 +67,11 @@ class Stack:
         return base.model_copy(update=values)
 
     def start(self, *names: str) -> None:
+        """Start services by name; `executor:2` is a second instance of `executor`."""
         for name in names or ("projector", "executor", "api"):
             log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name],
+                [sys.executable, "-m", "services.cli", name.partition(":")[0]],
                 cwd=REPO,
                 env=settings_env(self.settings),
                 stdout=log,

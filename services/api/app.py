@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.api import errors
-from services.api.live import JobWatch
 from services.api import errors, openapi_docs
 from services.api.access import AccessControl
 from services.api.api_keys import load_key_ring
+from services.api.deadline import Deadline
+from services.api.live import JobWatch
 from services.api.log_client import LogClient
 from services.api.rate_limit import TokenBuckets
 from services.api.read_model import ReadModel
@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     errors.install(app, settings.retry_after_s)
+    app.add_middleware(
+        Deadline, seconds=settings.request_deadline_s, retry_after_s=settings.retry_after_s
+    )
     app.include_router(router)
     app.include_router(webhook_router)
     install_protections(app, settings)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.api.log_client import LogClient
 from services.api.read_model import ReadModel
 from services.api.schemas import Job
@@ -48,28 +50,36 @@ async def request_bucket(
     projection_wait_s: float,
 ) -> Accepted:
     """Accept a bucket request: refuse names already created, honour idempotency, append."""
+    log.raise_if_down()  # no database work for a write that cannot be appended
     if idempotency_key is None:
         return await _append_request(log, reads, uuid.uuid4(), bucket_name)
     job_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)
     # One request per key at a time, across API processes, and the lock is held until the
-    # projection shows the job: a concurrent retry then finds it instead of racing it.
-    async with reads.exclusive(f"idempotency-key:{idempotency_key}"):
-        earlier = await reads.job(job_id)
+    # projection shows the job: a concurrent retry then finds it instead of racing it. The
+    # wait is short, and every query under the lock runs in the lock's own connection: with
+    # the projector down, POSTs holding one connection while waiting for another exhausted
+    # the pool (found by the fault suite, chaos/).
+    async with reads.exclusive(f"idempotency-key:{idempotency_key}") as held:
+        earlier = await reads.job(job_id, held)
         if earlier is not None:
             if earlier.bucket_name != bucket_name:
                 raise IdempotencyKeyReused(earlier)
             return Accepted(earlier.job_id, bucket_name, earlier.status, replayed=True)
-        accepted = await _append_request(log, reads, job_id, bucket_name)
+        accepted = await _append_request(log, reads, job_id, bucket_name, held)
         await reads.wait_until_projected(
-            {accepted.partition: accepted.offset + 1}, projection_wait_s
+            {accepted.partition: accepted.offset + 1}, projection_wait_s, held
         )
         return accepted
 
 
 async def _append_request(
-    log: LogClient, reads: ReadModel, job_id: uuid.UUID, bucket_name: str
+    log: LogClient,
+    reads: ReadModel,
+    job_id: uuid.UUID,
+    bucket_name: str,
+    held: AsyncSession | None = None,
 ) -> Accepted:
-    owner = await reads.owner_of(bucket_name)
+    owner = await reads.owner_of(bucket_name, held)
     if owner is not None:
         raise BucketAlreadyCreated(owner)
     event = new_event(BucketRequested(job_id=job_id, bucket_name=bucket_name), SOURCE)

@@ -42,9 +42,18 @@ class ReadModel:
     async def _bounded(self, coro: Awaitable[T]) -> T:
         return await asyncio.wait_for(coro, self._timeout)
 
-    async def job(self, job_id: uuid.UUID) -> Job | None:
-        async def go() -> Job | None:
+    @asynccontextmanager
+    async def _session(self, held: AsyncSession | None) -> AsyncIterator[AsyncSession]:
+        """`held` (a session the caller already has, e.g. under a lock) or a new one."""
+        if held is not None:
+            yield held
+        else:
             async with self._sessions() as session:
+                yield session
+
+    async def job(self, job_id: uuid.UUID, held: AsyncSession | None = None) -> Job | None:
+        async def go() -> Job | None:
+            async with self._session(held) as session:
                 row = await session.get(BucketJob, job_id)
                 return None if row is None else _job(row)
 
@@ -60,11 +69,11 @@ class ReadModel:
 
         return await self._bounded(go())
 
-    async def owner_of(self, bucket_name: str) -> Job | None:
+    async def owner_of(self, bucket_name: str, held: AsyncSession | None = None) -> Job | None:
         """The completed job that created `bucket_name`, if any."""
 
         async def go() -> Job | None:
-            async with self._sessions() as session:
+            async with self._session(held) as session:
                 row = await session.scalar(
                     select(BucketJob).where(
                         BucketJob.bucket_name == bucket_name,
@@ -107,15 +116,16 @@ class ReadModel:
         return items, _encode_cursor(page[-1]) if more and page else None
 
     @asynccontextmanager
-    async def exclusive(self, name: str) -> AsyncIterator[None]:
-        """Hold a cluster-wide lock on `name` (every API process shares it) until exit."""
+    async def exclusive(self, name: str) -> AsyncIterator[AsyncSession]:
+        """Hold a cluster-wide lock on `name` (every API process shares it) until exit; the
+        session holding it is yielded so that waiting under the lock takes no second one."""
         async with self._sessions() as session, session.begin():
             await self._bounded(
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name}
                 )
             )
-            yield
+            yield session
 
     async def ping(self) -> None:
         async def go() -> None:
@@ -124,19 +134,23 @@ class ReadModel:
 
         await self._bounded(go())
 
-    async def wait_until_projected(self, targets: Mapping[int, int], deadline_s: float) -> bool:
-        """Poll the projector's checkpoints until every partition reached `targets`."""
+    async def wait_until_projected(
+        self, targets: Mapping[int, int], deadline_s: float, held: AsyncSession | None = None
+    ) -> bool:
+        """Poll the projector's checkpoints until every partition reached `targets`.
+
+        In `held` if given (read committed: each poll sees the latest commits), else in a
+        session per poll."""
         loop = asyncio.get_running_loop()
         until = loop.time() + deadline_s
         delay = 0.005
+        query = select(ProjectorCheckpoint.partition, ProjectorCheckpoint.next_offset).where(
+            ProjectorCheckpoint.topic == self._topic
+        )
         while True:
-            async with self._sessions() as session:
-                rows = await session.execute(
-                    select(ProjectorCheckpoint.partition, ProjectorCheckpoint.next_offset).where(
-                        ProjectorCheckpoint.topic == self._topic
-                    )
-                )
-                reached = {p: o for p, o in rows}
+            async with self._session(held) as session:
+                rows = await self._bounded(session.execute(query))
+            reached = {p: o for p, o in rows}
             if all(reached.get(p, 0) >= end for p, end in targets.items()):
                 return True
             if loop.time() >= until:

@@ -73,7 +73,7 @@ async def create_bucket(
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     accepted = await intake.request_bucket(
-        log, reads, body.bucket_name, idempotency_key, config.read_your_writes_timeout_s
+        log, reads, body.bucket_name, idempotency_key, config.idempotency_projection_wait_s
     )
     response.headers["Location"] = f"/buckets/jobs/{accepted.job_id}"
     if accepted.replayed:

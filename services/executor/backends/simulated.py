@@ -4,7 +4,8 @@ It behaves like the chain where the gateway can tell: bucket names are unique pe
 a transaction takes `SIM_LATENCY_MS`, its hash is 64 hex characters without `0x`, a second
 transaction from an owner whose first is still in flight is refused with "nonce too low",
 and creating an existing name reverts with the `BucketAlreadyExists` selector. State survives
-restarts (schema `akave_sim`). Every create call is recorded so tests can count them.
+restarts (schema `akave_sim`, in `SIM_DATABASE_URL` if set, else the gateway's database).
+Every create call is recorded so tests can count them.
 
 Faults: a global transient failure rate and permanent error from settings, and per-name
 faults that tests (or an operator rehearsing an incident) queue with `inject_fault`.
@@ -57,6 +58,8 @@ class SimulatedChain:
 
     @classmethod
     async def open(cls, settings: Settings) -> SimulatedChain:
+        if settings.sim_database_url:  # a chain apart from the gateway's own database
+            settings = settings.model_copy(update={"database_url": settings.sim_database_url})
         engine = make_engine(settings, pool_size=4)
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('akave_sim.schema'))"))
