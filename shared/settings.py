@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     sim_transient_failure_rate: float = Field(default=0.0, ge=0, le=1)
     sim_permanent_error: Literal["", "insufficient_funds", "invalid_bucket_name"] = ""
 
+    # Benchmarks (bench/): never enable in a deployment
+    bench_noop_route: bool = False  # mount POST /bench/noop/buckets (validates, touches nothing)
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"

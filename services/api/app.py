@@ -45,4 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     errors.install(app, settings.retry_after_s)
     app.include_router(router)
+    if settings.bench_noop_route:
+        from services.api import bench_noop
+
+        app.include_router(bench_noop.router)
     return app
