@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     db_timeout_s: float = Field(default=2.0, gt=0)
     read_your_writes_timeout_s: float = Field(default=3.0, ge=0)
     retry_after_s: int = Field(default=2, ge=1)
+    # Performance (bench/, docs/benchmarks.md)
+    api_db_pool_size: int = Field(default=10, ge=1)  # per worker; requests queue for a connection
 
     # Executor
     executor_group_id: str = "akave-executor"

@@ -12,7 +12,7 @@ from services.api import errors
 from services.api.log_client import LogClient
 from services.api.read_model import ReadModel
 from services.api.routes import router
-from shared.db import make_engine, make_sessionmaker
+from shared.db import make_engine
 from shared.log_setup import configure_logging
 from shared.settings import Settings
 
@@ -24,12 +24,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings)
+        engine = make_engine(settings, pool_size=settings.api_db_pool_size, max_overflow=0)
         app.state.settings = settings
         app.state.log = LogClient(settings)
-        app.state.reads = ReadModel(
-            make_sessionmaker(engine), settings.bucket_events_topic, settings.db_timeout_s
-        )
+        app.state.reads = ReadModel(engine, settings.bucket_events_topic, settings.db_timeout_s)
         try:
             yield
         finally:

@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import and_, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.schemas import Bucket, Job
+from shared.db import make_sessionmaker
 from shared.fold import JobStatus
 from shared.models import BucketJob, ProjectorCheckpoint
 
@@ -40,8 +41,11 @@ def _job(row: BucketJob) -> Job:
 
 
 class ReadModel:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], topic: str, timeout_s: float):
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, topic: str, timeout_s: float):
+        # Reads are single statements: in autocommit they cost one round trip, not three
+        # (BEGIN, the query, ROLLBACK). Locks need a transaction and use their own sessions.
+        self._sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+        self._transactions = make_sessionmaker(engine)
         self._topic = topic
         self._timeout = timeout_s
 
@@ -105,7 +109,7 @@ class ReadModel:
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
         """Hold a cluster-wide lock on `name` (every API process shares it) until exit."""
-        async with self._sessions() as session, session.begin():
+        async with self._transactions() as session, session.begin():
             await self._bounded(
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name}
