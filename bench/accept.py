@@ -39,8 +39,9 @@ def preload(database_url: str) -> None:
     engine.dispose()
 
 
-def bench(infra: Infra, *, quick: bool, workers: tuple[int, ...] = (1, 2),
-          connections: int = 64) -> dict[str, Any]:
+def bench(
+    infra: Infra, *, quick: bool, workers: tuple[int, ...] = (1, 2), connections: int = 64
+) -> dict[str, Any]:
     seconds = 4.0 if quick else 10.0
     preload(infra.settings.database_url)
     results: dict[str, Any] = {"connections": connections, "seconds": seconds, "runs": []}
@@ -74,7 +75,9 @@ def bench(infra: Infra, *, quick: bool, workers: tuple[int, ...] = (1, 2),
             ):
                 for fraction in fractions:
                     rate = round(top * fraction)
-                    figures = run.open_loop(url, rate, seconds, f"o{route[0]}{count}-{int(fraction * 100)}")
+                    figures = run.open_loop(
+                        url, rate, seconds, f"o{route[0]}{count}-{int(fraction * 100)}"
+                    )
                     figures.update(route=route, fraction=fraction, load=load())
                     entry["open_loop"].append(figures)
             services.sample_rss()
@@ -95,7 +98,9 @@ def table(results: dict[str, Any]) -> list[str]:
         half = next(
             (o for o in e["open_loop"] if o["route"] == "accept" and o["fraction"] == 0.5), None
         )
-        half_txt = f"{half['accept']['p99_ms']:.1f} ms at {half['offered_rate']:g}/s" if half else "-"
+        half_txt = (
+            f"{half['accept']['p99_ms']:.1f} ms at {half['offered_rate']:g}/s" if half else "-"
+        )
         a, n, r = e["accept"], e["noop"], e["raw_produce"]
         lines.append(
             f"| {e['workers']} | {a['rate']:.0f} | {n['rate']:.0f} | {r['rate']:.0f} "

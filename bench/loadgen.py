@@ -142,7 +142,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     host, port = url.hostname or "127.0.0.1", url.port or 80
     pool = Pool(host, port, args.max_connections)
     result = Result()
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     watcher = None
     if args.complete_dsn:

@@ -34,7 +34,6 @@ async def run(concurrency: int, duration: float, prefix: str) -> dict[str, objec
     producer = make_producer(settings)
     await producer.start()
     latencies: list[float] = []
-    loop = asyncio.get_running_loop()
     next_record = itertools.cycle(records)
     try:
         await producer.send_and_wait(topic, records[0][0], key=records[0][1])  # metadata, warm

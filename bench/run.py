@@ -24,9 +24,21 @@ def wrk(url: str, connections: int, seconds: float, prefix: str) -> dict[str, An
     """Closed loop: `connections` clients, each sending its next POST when answered."""
     before = _children_cpu()
     done = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(LUA),
-         url],
-        capture_output=True, text=True, check=True, env={"BENCH_NAME_PREFIX": prefix},
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds:g}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"BENCH_NAME_PREFIX": prefix},
     )
     figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     secs = figures["duration_us"] / 1e6
@@ -39,8 +51,18 @@ def wrk(url: str, connections: int, seconds: float, prefix: str) -> dict[str, An
 
 def open_loop(url: str, rate: float, seconds: float, prefix: str, **options: Any) -> dict[str, Any]:
     """Fixed arrival rate (bench.loadgen); latency from each request's due time."""
-    cmd = [sys.executable, "-m", "bench.loadgen", url, "--rate", f"{rate:g}",
-           "--duration", f"{seconds:g}", "--name-prefix", prefix]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        url,
+        "--rate",
+        f"{rate:g}",
+        "--duration",
+        f"{seconds:g}",
+        "--name-prefix",
+        prefix,
+    ]
     for key, value in options.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
@@ -48,11 +70,26 @@ def open_loop(url: str, rate: float, seconds: float, prefix: str, **options: Any
     return result
 
 
-def raw_produce(settings: Settings, concurrency: int, seconds: float, prefix: str) -> dict[str, Any]:
+def raw_produce(
+    settings: Settings, concurrency: int, seconds: float, prefix: str
+) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.raw_produce", "--concurrency", str(concurrency),
-         "--duration", f"{seconds:g}", "--prefix", prefix],
-        cwd=REPO, capture_output=True, text=True, check=True, env=env_for(settings),
+        [
+            sys.executable,
+            "-m",
+            "bench.raw_produce",
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            f"{seconds:g}",
+            "--prefix",
+            prefix,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env_for(settings),
     )
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -60,5 +97,10 @@ def raw_produce(settings: Settings, concurrency: int, seconds: float, prefix: st
 
 def gateway(settings: Settings, command: str) -> None:
     """A one-shot `akave-gateway` command (topics, migrate) with these settings."""
-    subprocess.run([sys.executable, "-m", "services.cli", command], cwd=REPO,
-                   env=env_for(settings), check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "services.cli", command],
+        cwd=REPO,
+        env=env_for(settings),
+        check=True,
+        capture_output=True,
+    )
