@@ -6,7 +6,7 @@ import asyncio
 import base64
 import binascii
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
@@ -14,6 +14,7 @@ from typing import TypeVar
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.coalesce import Coalescer
 from services.api.schemas import Bucket, Job
 from shared.db import make_sessionmaker
 from shared.fold import JobStatus
@@ -46,6 +47,7 @@ class ReadModel:
         # (BEGIN, the query, ROLLBACK). Locks need a transaction and use their own sessions.
         self._sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
         self._transactions = make_sessionmaker(engine)
+        self._owners: Coalescer[str, Job] = Coalescer(self._owners_of)
         self._topic = topic
         self._timeout = timeout_s
 
@@ -61,19 +63,21 @@ class ReadModel:
         return await self._bounded(go())
 
     async def owner_of(self, bucket_name: str) -> Job | None:
-        """The completed job that created `bucket_name`, if any."""
+        """The completed job that created `bucket_name`, if any (concurrent calls share a query)."""
+        return await self._bounded(self._owners.get(bucket_name))
 
-        async def go() -> Job | None:
+    async def _owners_of(self, names: Collection[str]) -> dict[str, Job]:
+        async def go() -> dict[str, Job]:
             async with self._sessions() as session:
-                row = await session.scalar(
+                rows = await session.scalars(
                     select(BucketJob).where(
-                        BucketJob.bucket_name == bucket_name,
+                        BucketJob.bucket_name.in_(names),
                         BucketJob.status == JobStatus.COMPLETED.value,
                     )
                 )
-                return None if row is None else _job(row)
+                return {row.bucket_name: _job(row) for row in rows}
 
-        return await self._bounded(go())
+        return await self._bounded(go())  # a hung query must not hold up later batches
 
     async def buckets(self, limit: int, cursor: str | None) -> tuple[list[Bucket], str | None]:
         after = _decode_cursor(cursor) if cursor else None
