@@ -37,7 +37,8 @@ class LogClient:
 
     async def _bounded(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await asyncio.wait_for(call(), self._timeout)
+            async with asyncio.timeout(self._timeout):  # unlike wait_for, no task per call
+                return await call()
         except (TimeoutError, KafkaError, OSError) as exc:
             log.warning("log unavailable", extra={"operation": what, "error": repr(exc)})
             raise LogUnavailable(f"the event log did not answer ({what})") from exc

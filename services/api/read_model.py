@@ -52,7 +52,8 @@ class ReadModel:
         self._timeout = timeout_s
 
     async def _bounded(self, coro: Awaitable[T]) -> T:
-        return await asyncio.wait_for(coro, self._timeout)
+        async with asyncio.timeout(self._timeout):  # unlike wait_for, no task per call
+            return await coro
 
     async def job(self, job_id: uuid.UUID) -> Job | None:
         async def go() -> Job | None:
