@@ -1,0 +1,57 @@
+"""Benchmark 2: POST -> job visible as completed, at a fixed arrival rate, chain at 0 latency.
+
+The whole gateway runs (api, executor, projector as processes; simulated chain with
+SIM_LATENCY_MS=0). The open-loop generator (bench.loadgen) posts at `rate` per second and
+watches `bucket_jobs` for each accepted job; the latency runs from the request's due time to
+the first poll (every 5 ms) that sees the row `completed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import run
+from bench.infra import Infra, Services, load
+
+
+def bench(infra: Infra, *, quick: bool, rate: float = 200.0, concurrency: int = 4) -> dict[str, Any]:
+    seconds = 5.0 if quick else 20.0
+    settings = infra.settings_for(sim_latency_ms=0, executor_concurrency=concurrency)
+    run.gateway(settings, "topics")
+    dsn = settings.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with Services(settings, infra.log_dir) as services:
+        for name in ("projector", "executor", "api"):
+            services.start(name)
+        services.wait_healthy()
+        run.open_loop(services.base_url + "/buckets", 20, 2, "e2ewarm", complete_dsn=dsn)
+        cpu0 = services.cpu()
+        before = load()
+        figures = run.open_loop(
+            services.base_url + "/buckets", rate, seconds, "e2e", complete_dsn=dsn
+        )
+        cpu1 = services.cpu()
+        services.sample_rss()
+        figures["load_before"] = before
+        figures["load_after"] = load()
+        figures["executor_concurrency"] = concurrency
+        figures["cpu_share"] = {
+            name: (cpu1[name] - cpu0[name]) / (seconds + 1) for name in cpu1 if name in cpu0
+        }
+        figures["peak_rss_mib"] = dict(services.peaks)
+    return figures
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    e2e, acc = result["end_to_end"], result["accept"]
+    return [
+        f"end to end at {result['offered_rate']:g} jobs/s for "
+        f"{result['requests'] / result['offered_rate']:g} s, chain latency 0, "
+        f"EXECUTOR_CONCURRENCY={result['executor_concurrency']}",
+        "| jobs | completed | failed | unseen | e2e p50 / p95 / p99 / max ms "
+        "| accept p50 / p99 ms | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {result['requests']} | {result['completed']} | {result['failed']} "
+        f"| {result['never_seen']} | {e2e.get('p50_ms', 0):.0f} / {e2e.get('p95_ms', 0):.0f} / "
+        f"{e2e.get('p99_ms', 0):.0f} / {e2e.get('max_ms', 0):.0f} "
+        f"| {acc['p50_ms']:.1f} / {acc['p99_ms']:.1f} | {result['load_before']} |",
+    ]
