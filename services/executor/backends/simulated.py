@@ -88,6 +88,7 @@ class SimulatedChain:
         # One database transaction is one chain transaction: it holds the owner's "nonce" (an
         # advisory lock released by Postgres on commit, on rollback, or when this process dies)
         # while the transaction is in flight, and "mines" it (the bucket row) on commit.
+        failure: BackendError | None
         async with self._engine.begin() as tx:
             got = await tx.scalar(
                 text("SELECT pg_try_advisory_xact_lock(hashtext('akave_sim.nonce:' || :o))"),
