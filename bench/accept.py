@@ -89,9 +89,11 @@ def bench(
 
 def table(results: dict[str, Any]) -> list[str]:
     lines = [
-        f"accept rate, closed loop C={results['connections']} (wrk), {results['seconds']:g} s each",
-        "| workers | accept/s | noop/s | raw produce/s | accept/noop | accept/raw | accept p50/p99 ms "
-        "| noop p50/p99 ms | accept p99 @ half max (open loop) | api peak RSS MiB | load |",
+        f"accept rate, closed loop C={results['connections']} (wrk), "
+        f"{results['seconds']:g} s each; API CPU ms per request from /proc",
+        "| workers | accept/s | noop/s | raw produce/s | accept/noop | accept/raw "
+        "| accept p50/p99 ms | noop p50/p99 ms | CPU ms/req accept, noop "
+        "| accept p99 at half max (open loop) | load |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in results["runs"]:
@@ -102,10 +104,12 @@ def table(results: dict[str, Any]) -> list[str]:
             f"{half['accept']['p99_ms']:.1f} ms at {half['offered_rate']:g}/s" if half else "-"
         )
         a, n, r = e["accept"], e["noop"], e["raw_produce"]
+        cpu_a = 1000 * a["server_cpu_share"] / a["rate"]
+        cpu_n = 1000 * n["server_cpu_share"] / n["rate"]
         lines.append(
             f"| {e['workers']} | {a['rate']:.0f} | {n['rate']:.0f} | {r['rate']:.0f} "
-            f"| {e['accept_over_noop']:.2f} | {e['accept_over_raw']:.2f} "
+            f"| {e['accept_over_noop']:.2f} | {e['accept_over_raw']:.3f} "
             f"| {a['p50_ms']:.1f}/{a['p99_ms']:.1f} | {n['p50_ms']:.1f}/{n['p99_ms']:.1f} "
-            f"| {half_txt} | {e['api_peak_rss_mib']:.0f} | {e['load_before']} |"
+            f"| {cpu_a:.2f}, {cpu_n:.2f} | {half_txt} | {e['load_before']} |"
         )
     return lines

@@ -14,7 +14,9 @@ from bench import run
 from bench.infra import Infra, Services, load
 
 
-def bench(infra: Infra, *, quick: bool, rate: float = 200.0, concurrency: int = 4) -> dict[str, Any]:
+def bench(
+    infra: Infra, *, quick: bool, rate: float = 200.0, concurrency: int = 4
+) -> dict[str, Any]:
     seconds = 5.0 if quick else 20.0
     settings = infra.settings_for(sim_latency_ms=0, executor_concurrency=concurrency)
     run.gateway(settings, "topics")
