@@ -36,8 +36,9 @@ def bench(
         figures["load_before"] = before
         figures["load_after"] = load()
         figures["executor_concurrency"] = concurrency
-        figures["cpu_share"] = {
-            name: (cpu1[name] - cpu0[name]) / (seconds + 1) for name in cpu1 if name in cpu0
+        settled = max(1, figures.get("completed", 0) + figures.get("failed", 0))
+        figures["cpu_ms_per_job"] = {
+            name: 1000 * (cpu1[name] - cpu0[name]) / settled for name in cpu1 if name in cpu0
         }
         figures["peak_rss_mib"] = dict(services.peaks)
     return figures
@@ -45,15 +46,17 @@ def bench(
 
 def table(result: dict[str, Any]) -> list[str]:
     e2e, acc = result["end_to_end"], result["accept"]
+    per_job = result.get("cpu_ms_per_job", {})
+    cpu = ", ".join(f"{per_job.get(n, 0):.2f}" for n in ("api", "executor", "projector"))
     return [
         f"end to end at {result['offered_rate']:g} jobs/s for "
         f"{result['requests'] / result['offered_rate']:g} s, chain latency 0, "
         f"EXECUTOR_CONCURRENCY={result['executor_concurrency']}",
         "| jobs | completed | failed | unseen | e2e p50 / p95 / p99 / max ms "
-        "| accept p50 / p99 ms | load |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| accept p50 / p99 ms | CPU ms per job: api, executor, projector | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| {result['requests']} | {result['completed']} | {result['failed']} "
         f"| {result['never_seen']} | {e2e.get('p50_ms', 0):.0f} / {e2e.get('p95_ms', 0):.0f} / "
         f"{e2e.get('p99_ms', 0):.0f} / {e2e.get('max_ms', 0):.0f} "
-        f"| {acc['p50_ms']:.1f} / {acc['p99_ms']:.1f} | {result['load_before']} |",
+        f"| {acc['p50_ms']:.1f} / {acc['p99_ms']:.1f} | {cpu} | {result['load_before']} |",
     ]
