@@ -58,7 +58,12 @@ class SimulatedChain:
 
     @classmethod
     async def open(cls, settings: Settings) -> SimulatedChain:
-        engine = make_engine(settings, pool_size=4)
+        # A connection per concurrent chain read plus the transaction, and no overflow:
+        # overflow connections are opened and closed per use, which under load cost more
+        # than the queries (measured in docs/benchmarks.md).
+        engine = make_engine(
+            settings, pool_size=min(settings.executor_concurrency, 16) + 1, max_overflow=0
+        )
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('akave_sim.schema'))"))
             for statement in _SCHEMA:
