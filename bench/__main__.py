@@ -29,8 +29,9 @@ def memory(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"| accept | api, {entry['workers']} worker(s) | {entry['api_peak_rss_mib']:.0f} |"
         )
-    for name, mib in results.get("e2e", {}).get("peak_rss_mib", {}).items():
-        lines.append(f"| end to end | {name} | {mib:.0f} |")
+    for run in results.get("e2e", {}).get("runs", []):
+        for name, mib in run["peak_rss_mib"].items():
+            lines.append(f"| end to end, {run['offered_rate']:g}/s | {name} | {mib:.0f} |")
     for run in results.get("executor", {}).get("runs", []):
         lines.append(
             f"| executor | {run['processes']}, executor(s), concurrency {run['concurrency']} "
@@ -58,7 +59,8 @@ def main() -> None:
             results["accept"] = accept.bench(bench_infra, quick=args.quick, workers=workers)
             print("\n".join(accept.table(results["accept"])), "\n", flush=True)
         if "e2e" in chosen:
-            results["e2e"] = e2e.bench(bench_infra, quick=args.quick, concurrency=32)
+            rates = (200.0,) if args.quick else (50.0, 100.0, 200.0)
+            results["e2e"] = e2e.bench(bench_infra, quick=args.quick, rates=rates)
             print("\n".join(e2e.table(results["e2e"])), "\n", flush=True)
         if "executor" in chosen:
             results["executor"] = executor.bench(bench_infra, quick=args.quick)

@@ -11,7 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from bench import run
-from bench.infra import Infra, Services, load
+from bench.infra import Infra, Services, cpu_seconds, load
+
+
+def _kafka_cpu(infra: Infra) -> float:
+    pid = infra.kafka.pid
+    return cpu_seconds(pid) if pid else 0.0
 
 
 def bench(
@@ -27,11 +32,13 @@ def bench(
         services.wait_healthy()
         run.open_loop(services.base_url + "/buckets", 20, 2, "e2ewarm", complete_dsn=dsn)
         cpu0 = services.cpu()
+        kafka0 = _kafka_cpu(infra)
         before = load()
         figures = run.open_loop(
             services.base_url + "/buckets", rate, seconds, "e2e", complete_dsn=dsn
         )
         cpu1 = services.cpu()
+        kafka1 = _kafka_cpu(infra)
         services.sample_rss()
         figures["load_before"] = before
         figures["load_after"] = load()
@@ -40,23 +47,29 @@ def bench(
         figures["cpu_ms_per_job"] = {
             name: 1000 * (cpu1[name] - cpu0[name]) / settled for name in cpu1 if name in cpu0
         }
+        figures["cpu_ms_per_job"]["kafka"] = 1000 * (kafka1 - kafka0) / settled
         figures["peak_rss_mib"] = dict(services.peaks)
     return figures
 
 
 def table(result: dict[str, Any]) -> list[str]:
-    e2e, acc = result["end_to_end"], result["accept"]
-    per_job = result.get("cpu_ms_per_job", {})
-    cpu = ", ".join(f"{per_job.get(n, 0):.2f}" for n in ("api", "executor", "projector"))
-    return [
-        f"end to end at {result['offered_rate']:g} jobs/s for "
-        f"{result['requests'] / result['offered_rate']:g} s, chain latency 0, "
-        f"EXECUTOR_CONCURRENCY={result['executor_concurrency']}",
-        "| jobs | completed | failed | unseen | e2e p50 / p95 / p99 / max ms "
-        "| accept p50 / p99 ms | CPU ms per job: api, executor, projector | load |",
+    first = result["runs"][0]
+    lines = [
+        f"end to end, {first['requests'] / first['offered_rate']:g} s of arrivals per rate, "
+        f"chain latency 0, EXECUTOR_CONCURRENCY={first['executor_concurrency']}",
+        "| jobs/s | jobs | completed | unseen | e2e p50 / p95 / p99 / max ms "
+        "| accept p50 / p99 ms | CPU ms per job: api, executor, projector, kafka | load |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {result['requests']} | {result['completed']} | {result['failed']} "
-        f"| {result['never_seen']} | {e2e.get('p50_ms', 0):.0f} / {e2e.get('p95_ms', 0):.0f} / "
-        f"{e2e.get('p99_ms', 0):.0f} / {e2e.get('max_ms', 0):.0f} "
-        f"| {acc['p50_ms']:.1f} / {acc['p99_ms']:.1f} | {cpu} | {result['load_before']} |",
     ]
+    for r in result["runs"]:
+        e2e, acc, per_job = r["end_to_end"], r["accept"], r.get("cpu_ms_per_job", {})
+        cpu = ", ".join(
+            f"{per_job.get(n, 0):.2f}" for n in ("api", "executor", "projector", "kafka")
+        )
+        lines.append(
+            f"| {r['offered_rate']:g} | {r['requests']} | {r['completed']} | {r['never_seen']} "
+            f"| {e2e.get('p50_ms', 0):.0f} / {e2e.get('p95_ms', 0):.0f} / "
+            f"{e2e.get('p99_ms', 0):.0f} / {e2e.get('max_ms', 0):.0f} "
+            f"| {acc['p50_ms']:.1f} / {acc['p99_ms']:.1f} | {cpu} | {r['load_before']} |"
+        )
+    return lines
