@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -157,6 +158,7 @@ class Services:
 
     def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
+        last = "no answer"
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
@@ -165,10 +167,12 @@ class Services:
                 with urllib.request.urlopen(self.base_url + "/health", timeout=2) as answer:
                     if answer.status == 200:
                         return
-            except OSError:
-                pass
+            except urllib.error.HTTPError as exc:
+                last = f"{exc.code} {exc.read()[:200]!r}"
+            except OSError as exc:
+                last = repr(exc)
             time.sleep(0.2)
-        raise RuntimeError(f"the API never became healthy; see {self.log_dir}")
+        raise RuntimeError(f"the API never became healthy ({last}); see {self.log_dir}")
 
     def sample_rss(self) -> None:
         """Record the peak RSS of each service (the sum over an API's worker processes)."""
