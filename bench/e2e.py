@@ -20,8 +20,17 @@ def _kafka_cpu(infra: Infra) -> float:
 
 
 def bench(
-    infra: Infra, *, quick: bool, rate: float = 200.0, concurrency: int = 4
+    infra: Infra,
+    *,
+    quick: bool,
+    rates: tuple[float, ...] = (50.0, 100.0, 200.0),
+    concurrency: int = 32,
 ) -> dict[str, Any]:
+    """One run per arrival rate, each on a fresh topic (so no backlog carries over)."""
+    return {"runs": [one_rate(infra, quick=quick, rate=r, concurrency=concurrency) for r in rates]}
+
+
+def one_rate(infra: Infra, *, quick: bool, rate: float, concurrency: int) -> dict[str, Any]:
     seconds = 5.0 if quick else 20.0
     settings = infra.settings_for(sim_latency_ms=0, executor_concurrency=concurrency)
     run.gateway(settings, "topics")
