@@ -192,6 +192,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         out["failed"] = result.failed
         out["never_seen"] = len(result.accepted) - len(result.done)
         out["end_to_end"] = percentiles(list(result.done.values()))
+        if args.dump_jobs:  # wall-clock due and seen times, to split the latency by stage
+            wall = time.time() - time.perf_counter()
+            out["jobs"] = {
+                j: [wall + due, wall + due + result.done[j]]
+                for j, due in result.accepted.items()
+                if j in result.done
+            }
     return out
 
 
@@ -205,6 +212,7 @@ def main() -> None:
     parser.add_argument("--complete-dsn", help="libpq DSN: also measure until completed")
     parser.add_argument("--poll-ms", type=float, default=5.0)
     parser.add_argument("--drain-s", type=float, default=30.0)
+    parser.add_argument("--dump-jobs", action="store_true", help="per-job times in the output")
     args = parser.parse_args()
     try:
         import uvloop

@@ -64,7 +64,8 @@ def open_loop(url: str, rate: float, seconds: float, prefix: str, **options: Any
         prefix,
     ]
     for key, value in options.items():
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        cmd += [flag] if value is True else [flag, str(value)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
