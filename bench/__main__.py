@@ -80,7 +80,9 @@ def main() -> None:
         )
         print(f"plot: {png}")
     if importlib.util.find_spec("bench.replay") is not None:  # the replay benchmark's own module
-        replay = [sys.executable, "-m", "bench.replay"] + (["--quick"] if args.quick else [])
+        replay = [sys.executable, "-m", "bench.replay"] + (
+            ["--events", "100000"] if args.quick else []
+        )
         subprocess.run(replay, cwd=REPO, check=False)
 
 

@@ -42,10 +42,6 @@ def _service(name: str, settings: Settings) -> None:
         from services.projector.runner import run as projector
 
         run_service(lambda stop: projector(settings, stop))
-    elif name == "replay":
-        from services.projector.runner import replay
-
-        run_service(lambda stop: replay(settings, stop), restart_on_outage=False)
 
 
 def _api(settings: Settings) -> None:
@@ -76,8 +72,18 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("projector", help="fold the event log into bucket_jobs")
     commands.add_parser("migrate", help="apply database migrations")
     commands.add_parser("topics", help="create the event and dead-letter topics")
-    commands.add_parser(
-        "replay", help="rebuild bucket_jobs from offset 0 (stop the projector first)"
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild bucket_jobs from offset 0 beside the live table, then swap it in",
+    )
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    replay.add_argument(
+        "--keep-old", action="store_true", help="keep the replaced tables in a schema of their own"
+    )
+    replay.add_argument(
+        "--workers",
+        type=int,
+        help="bulk-load processes (default: one per CPU, at most one per partition)",
     )
     commands.add_parser(
         "dev", help="local stack: Postgres + Kafka + migrations + api, executor, projector"
@@ -92,6 +98,17 @@ def main(argv: list[str] | None = None) -> None:
         migrate(settings)
     elif args.command == "topics":
         _topics(settings)
+    elif args.command == "replay":
+        from services.projector.rebuild import main as replay_main
+
+        sys.exit(
+            replay_main(
+                settings,
+                progress_bar=not args.no_progress,
+                keep_old=args.keep_old,
+                workers=args.workers,
+            )
+        )
     elif args.command == "dev":
         from services.dev import run_dev
 

@@ -214,4 +214,8 @@ def decode(value: bytes | None) -> Event:
         raise MalformedEvent("subject must equal data.bucket_name")
     if event.time.tzinfo is None:
         raise MalformedEvent("time must carry a UTC offset")
+    try:  # e.g. 0001-01-01T00:00:00+01:00: Postgres would store it, but nobody could read it back
+        event.time.astimezone(UTC)
+    except OverflowError as exc:
+        raise MalformedEvent("time is outside the years 1 to 9999 in UTC") from exc
     return event

@@ -341,6 +341,15 @@ def test_time_that_is_not_a_timestamp_is_malformed(when: object) -> None:
         decode(raw(doc))
 
 
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_time_outside_the_years_1_to_9999_in_utc_is_malformed(when: str) -> None:
+    # Postgres would store it, but psycopg could not read the row back.
+    doc = document(EXAMPLES[0])
+    doc["time"] = when
+    with pytest.raises(MalformedEvent, match="years 1 to 9999"):
+        decode(raw(doc))
+
+
 # Tolerance and upcasting ----------------------------------------------------------------------
 
 

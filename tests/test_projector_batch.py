@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.projector import store
-from services.projector.batch import BatchOutcome, apply_batch
+from services.projector.batch import UNAPPLICABLE, BatchOutcome, apply_batch
 from shared.db import make_engine, make_sessionmaker
 from shared.events import (
     CONTENT_TYPE_HEADER,
@@ -354,3 +354,45 @@ async def test_batch_of_only_unreadable_records_still_advances_the_checkpoint(
     outcome = await apply(sessions, topic, records(topic, 1, [b"", b"garbage"], start=7))
     assert len(outcome.malformed) == 2 and outcome.applied == 0
     assert await checkpoints(sessions, topic) == {1: 9}
+
+
+# Events the database refuses ------------------------------------------------------------------
+
+
+async def test_refused_row_fails_the_batch_then_isolated_only_its_event_is_reported(
+    sessions: Sessions, topic: str
+) -> None:
+    good, bad, nul = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    good_name, nul_name = unique_name("fine"), unique_name("nul")
+    batch = records(
+        topic,
+        0,
+        [
+            requested(good, good_name),
+            requested(bad, "n" * 300),  # the column holds 255 characters
+            requested(nul, nul_name),
+            event(
+                BucketFailed(
+                    job_id=nul, bucket_name=nul_name, error="a\x00b", error_code="x", attempts=1
+                )
+            ),
+            processing(nul, nul_name),
+            created(good, good_name),
+        ],
+    )
+    with pytest.raises(UNAPPLICABLE):
+        await apply(sessions, topic, batch)
+    assert await rows(sessions, good, bad, nul) == {}
+
+    async with sessions() as session, session.begin():
+        outcome = await apply_batch(session, topic, batch, {}, isolate=True)
+    assert [(r.offset, "too long" in e or "NUL" in e) for r, e in outcome.unapplicable] == [
+        (1, True),
+        (3, True),
+    ]
+    assert outcome.checkpoints == {0: 6} and outcome.applied == 4
+    found = await rows(sessions, good, bad, nul)
+    assert bad not in found
+    assert found[good].status == "completed"
+    assert (found[nul].status, found[nul].error) == ("processing", None)
+    assert await checkpoints(sessions, topic) == {0: 6}

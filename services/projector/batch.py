@@ -7,11 +7,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka.structs import ConsumerRecord
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.projector import store
 from shared.events import Event, MalformedEvent, UnknownEventType, decode
 from shared.fold import JobState, JobStatus, apply
+
+# Errors that the same row will raise again on every retry (a value too long for its column, a
+# NUL byte in text, a constraint): the event is parked, not retried. Connection trouble is not
+# among them; the caller retries the whole batch for that.
+UNAPPLICABLE: tuple[type[Exception], ...] = (DataError, IntegrityError)
 
 
 @dataclass
@@ -20,6 +26,7 @@ class BatchOutcome:
     skipped_unknown: int = 0
     already_applied: int = 0
     malformed: list[tuple[ConsumerRecord[bytes, bytes], str]] = field(default_factory=list)
+    unapplicable: list[tuple[ConsumerRecord[bytes, bytes], str]] = field(default_factory=list)
     rewind: dict[int, int] = field(default_factory=dict)
     checkpoints: dict[int, int] = field(default_factory=dict)
 
@@ -29,16 +36,23 @@ async def apply_batch(
     topic: str,
     records: Sequence[ConsumerRecord[bytes, bytes]],
     expected: Mapping[int, int],
+    *,
+    isolate: bool = False,
 ) -> BatchOutcome:
     """Fold `records` into `bucket_jobs`; the caller commits.
 
     `expected` is where this projector believes each partition's checkpoint stands. When the
     stored one is lower (a rebuild emptied the table), the partition is rewound instead of
     applied; when it is higher (another projector got there first), older records are skipped.
+
+    Normally the changed rows are written with one upsert at the end. With `isolate` (after
+    that upsert failed with an `UNAPPLICABLE` error) each event's row is written under its
+    own savepoint, and an event whose row the database refuses is reported in `unapplicable`
+    instead of applied: the job keeps its state from before that event.
     """
     outcome = BatchOutcome()
     stored = await store.lock_checkpoints(session, topic, (r.partition for r in records))
-    events: list[Event] = []
+    events: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
     for record in records:
         p = record.partition
         if p in outcome.rewind:
@@ -51,25 +65,34 @@ async def apply_batch(
             continue
         stored[p] = record.offset + 1
         try:
-            events.append(decode(record.value))
+            events.append((record, decode(record.value)))
         except UnknownEventType:
             outcome.skipped_unknown += 1
         except MalformedEvent as exc:
             outcome.malformed.append((record, str(exc)))
 
-    jobs = await store.load_jobs(session, (e.job_id for e in events))
-    owners = await store.completed_owners(session, (e.data.bucket_name for e in events))
+    jobs = await store.load_jobs(session, (e.job_id for _, e in events))
+    owners = await store.completed_owners(session, (e.data.bucket_name for _, e in events))
     changed: dict[uuid.UUID, JobState] = {}
-    for event in events:
+    for record, event in events:
         before = jobs.get(event.job_id)
         after = apply(before, event, owners.get(event.data.bucket_name))
         outcome.applied += 1
         if after is None or after == before:
             continue
+        if isolate:
+            try:
+                async with session.begin_nested():
+                    await store.upsert_jobs(session, [after])
+            except UNAPPLICABLE as exc:
+                outcome.applied -= 1
+                outcome.unapplicable.append((record, str(getattr(exc, "orig", exc))))
+                continue
         jobs[event.job_id] = changed[event.job_id] = after
         if after.status is JobStatus.COMPLETED:
             owners[after.bucket_name] = after.job_id
-    await store.upsert_jobs(session, changed.values())
+    if not isolate:
+        await store.upsert_jobs(session, changed.values())
     outcome.checkpoints = {p: o for p, o in stored.items() if p not in outcome.rewind}
     await store.save_checkpoints(session, topic, outcome.checkpoints)
     return outcome

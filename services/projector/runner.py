@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping, Sequence
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.projector import store
-from services.projector.batch import apply_batch
+from services.projector.batch import UNAPPLICABLE, BatchOutcome, apply_batch
 from shared.db import make_engine, make_sessionmaker
 from shared.dead_letter import park
 from shared.kafka import Appender, ensure_topics, make_consumer
@@ -24,17 +27,59 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 CONSUMER_NAME = "projector"
+BATCH_RECORDS = 2000
 
 
-async def _caught_up(consumer: AIOKafkaConsumer, targets: dict[TopicPartition, int]) -> bool:
-    for tp, end in targets.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
+async def project(
+    sessions: async_sessionmaker[AsyncSession],
+    appender: Appender,
+    settings: Settings,
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    expected: Mapping[int, int],
+) -> BatchOutcome:
+    """Apply one batch in one transaction and park what cannot be read or applied.
+
+    When the database refuses a row for good (`UNAPPLICABLE`), the batch is rolled back and
+    applied again event by event, so only the event it refuses is parked. Other errors
+    propagate: the caller retries the batch.
+    """
+    try:
+        return await _project(sessions, appender, settings, records, expected, isolate=False)
+    except UNAPPLICABLE as exc:
+        log.warning(
+            "the database refused a row; applying the batch event by event",
+            extra={"error": str(getattr(exc, "orig", exc))[:500]},
+        )
+    return await _project(sessions, appender, settings, records, expected, isolate=True)
 
 
-async def run(settings: Settings, stop: asyncio.Event, *, until_caught_up: bool = False) -> None:
-    """Project until `stop` is set, or (replay) until every partition reached its end offset."""
+async def _project(
+    sessions: async_sessionmaker[AsyncSession],
+    appender: Appender,
+    settings: Settings,
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    expected: Mapping[int, int],
+    *,
+    isolate: bool,
+) -> BatchOutcome:
+    topic = settings.bucket_events_topic
+    async with sessions() as session, session.begin():
+        outcome = await apply_batch(session, topic, records, expected, isolate=isolate)
+        for record, error in outcome.malformed:
+            await park(appender, settings.dead_letter_topic, record, error, CONSUMER_NAME)
+        for record, error in outcome.unapplicable:
+            await park(
+                appender,
+                settings.dead_letter_topic,
+                record,
+                f"cannot be applied: {error}",
+                CONSUMER_NAME,
+            )
+    return outcome
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Project until `stop` is set."""
     topic = settings.bucket_events_topic
     await ensure_topics(settings)
     engine = make_engine(settings, pool_size=2)
@@ -49,23 +94,15 @@ async def run(settings: Settings, stop: asyncio.Event, *, until_caught_up: bool 
             positions = await store.read_checkpoints(session, topic)
         for tp in partitions:
             consumer.seek(tp, positions.get(tp.partition, 0))
-        targets = await consumer.end_offsets(partitions) if until_caught_up else {}
         stats = {"applied": 0, "unknown": 0, "parked": 0}
         started = time.monotonic()
         while not stop.is_set():
-            if until_caught_up and await _caught_up(consumer, targets):
-                break
-            fetched = await consumer.getmany(timeout_ms=200, max_records=2000)
+            fetched = await consumer.getmany(timeout_ms=200, max_records=BATCH_RECORDS)
             records = [r for batch in fetched.values() for r in batch]
             if not records:
                 continue
             try:
-                async with sessions() as session, session.begin():
-                    outcome = await apply_batch(session, topic, records, positions)
-                    for record, error in outcome.malformed:
-                        await park(
-                            appender, settings.dead_letter_topic, record, error, CONSUMER_NAME
-                        )
+                outcome = await project(sessions, appender, settings, records, positions)
             except (SQLAlchemyError, KafkaError, OSError) as exc:
                 log.warning("projection batch failed; retrying", extra={"error": str(exc)})
                 for tp in fetched:
@@ -82,21 +119,10 @@ async def run(settings: Settings, stop: asyncio.Event, *, until_caught_up: bool 
                 consumer.seek(TopicPartition(topic, partition), offset)
             stats["applied"] += outcome.applied
             stats["unknown"] += outcome.skipped_unknown
-            stats["parked"] += len(outcome.malformed)
+            stats["parked"] += len(outcome.malformed) + len(outcome.unapplicable)
         elapsed = time.monotonic() - started
         log.info("projector stopped", extra={**stats, "seconds": round(elapsed, 3)})
     finally:
         await consumer.stop()
         await appender.stop()
         await engine.dispose()
-
-
-async def replay(settings: Settings, stop: asyncio.Event) -> None:
-    """Stop-the-world rebuild: empty the read model, then fold the whole log again."""
-    engine = make_engine(settings, pool_size=1)
-    try:
-        async with make_sessionmaker(engine)() as session, session.begin():
-            await store.truncate(session)
-    finally:
-        await engine.dispose()
-    await run(settings, stop, until_caught_up=True)

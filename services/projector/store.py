@@ -1,4 +1,8 @@
-"""The projector's SQL: job rows and checkpoints, always inside the caller's transaction."""
+"""The projector's SQL: job rows and checkpoints, always inside the caller's transaction.
+
+Every statement is built with SQLAlchemy (no table names in text), so a replay can point the
+same code at its shadow schema with `schema_translate_map`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,11 +40,26 @@ def _state_to_row(state: JobState) -> dict[str, object]:
     return row
 
 
+# Every writer of the live read model holds this transaction-scoped lock while it writes: each
+# projector batch, and a replay while it swaps its rebuilt tables in (`shadow.swap`).
+PROJECTION_LOCK = "akave.projector.apply"
+
+
+async def lock_projection(session: AsyncSession) -> None:
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": PROJECTION_LOCK}
+    )
+
+
 async def lock_checkpoints(
     session: AsyncSession, topic: str, partitions: Iterable[int]
 ) -> dict[int, int]:
-    """Next offset per partition, row-locked until commit so two writers cannot interleave."""
+    """Next offset per partition, row-locked until commit so two writers cannot interleave.
+
+    Takes the projection lock first, so a replay's table swap happens between two batches.
+    """
     wanted = sorted(set(partitions))
+    await lock_projection(session)
     await session.execute(
         insert(ProjectorCheckpoint)
         .values([{"topic": topic, "partition": p, "next_offset": 0} for p in wanted])
@@ -67,11 +86,9 @@ async def read_checkpoints(session: AsyncSession, topic: str) -> dict[int, int]:
 async def save_checkpoints(session: AsyncSession, topic: str, offsets: Mapping[int, int]) -> None:
     for partition, next_offset in offsets.items():
         await session.execute(
-            text(
-                "UPDATE projector_checkpoints SET next_offset = :o, updated_at = now() "
-                "WHERE topic = :t AND partition = :p"
-            ),
-            {"o": next_offset, "t": topic, "p": partition},
+            update(ProjectorCheckpoint)
+            .where(ProjectorCheckpoint.topic == topic, ProjectorCheckpoint.partition == partition)
+            .values(next_offset=next_offset, updated_at=text("now()"))
         )
 
 
@@ -104,8 +121,3 @@ async def upsert_jobs(session: AsyncSession, states: Iterable[JobState]) -> None
     stmt = insert(BucketJob).values(rows)
     columns = {c: stmt.excluded[c] for c in rows[0] if c != "id"}
     await session.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=columns))
-
-
-async def truncate(session: AsyncSession) -> None:
-    """Empty the read model and its checkpoints together: the next fold starts at offset 0."""
-    await session.execute(text("TRUNCATE bucket_jobs, projector_checkpoints"))

@@ -1,0 +1,237 @@
+"""The bulk phase of a replay: read partitions from offset 0, fold in memory, COPY the rows.
+
+A replay splits the partitions among worker processes (`start_workers`), each with its own
+consumer, fold and COPY stream into the shadow table. Every event about one bucket name is in
+one partition, so partitions fold independently. With one worker it all runs in the replay's
+own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import Synchronized
+from typing import TypeAlias
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy import text
+
+from services.projector.bulk import COLUMNS, BulkFold, copy_rows
+from services.projector.shadow import SHADOW_SCHEMA
+from shared.db import make_engine
+from shared.dead_letter import park
+from shared.events import MalformedEvent, UnknownEventType, decode
+from shared.kafka import Appender, make_consumer
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
+
+CONSUMER_NAME = "projector"
+FETCH = {"fetch_max_bytes": 64 * 1024 * 1024, "max_partition_fetch_bytes": 16 * 1024 * 1024}
+FETCH_RECORDS = 20_000
+
+
+class BulkLoadStopped(RuntimeError):
+    pass
+
+
+@dataclass
+class BulkResult:
+    positions: dict[int, int] = field(default_factory=dict)
+    events: int = 0
+    unknown: int = 0
+    parked: int = 0
+    jobs: int = 0
+
+    def merge(self, other: BulkResult) -> None:
+        self.positions.update(other.positions)
+        self.events += other.events
+        self.unknown += other.unknown
+        self.parked += other.parked
+        self.jobs += other.jobs
+
+
+def _fold_one(fold: BulkFold, record: Record, result: BulkResult) -> str | None:
+    """Fold one record; why it must be parked, if it must."""
+    try:
+        event = decode(record.value)
+    except UnknownEventType:
+        result.unknown += 1
+        return None
+    except MalformedEvent as exc:
+        return str(exc)
+    problem = fold.add(event)
+    return None if problem is None else f"cannot be applied: {problem}"
+
+
+async def load(
+    settings: Settings,
+    partitions: list[int],
+    targets: Mapping[int, int],
+    limits: Mapping[str, int],
+    advance: Callable[[int], None],
+    stopped: Callable[[], bool],
+) -> BulkResult:
+    """Fold `partitions` from offset 0 to at least `targets` into the shadow `bucket_jobs`."""
+    # Millions of small acyclic objects: the cyclic collector's default thresholds would
+    # rescan the growing heap over and over for nothing.
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 1000)
+    topic = settings.bucket_events_topic
+    result = BulkResult(positions={p: 0 for p in partitions})
+    fold = BulkFold(limits)
+    columns = ", ".join(COLUMNS.values())
+    engine = make_engine(settings, pool_size=1)
+    appender = Appender(settings)
+    consumer = make_consumer(settings, **FETCH)
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        for p in partitions:
+            consumer.seek(TopicPartition(topic, p), 0)
+        async with engine.connect() as conn:
+            await conn.execute(text("SET statement_timeout = 0"))
+            await conn.execute(text("SET LOCAL synchronous_commit = off"))
+            pg = (await conn.get_raw_connection()).driver_connection
+            assert pg is not None
+            async with (
+                pg.cursor() as cursor,
+                cursor.copy(f"COPY {SHADOW_SCHEMA}.bucket_jobs ({columns}) FROM STDIN") as copy,
+            ):
+                while any(result.positions[p] < targets.get(p, 0) for p in partitions):
+                    if stopped():
+                        raise BulkLoadStopped()
+                    fetched = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
+                    count = 0
+                    refused: list[tuple[Record, str]] = []
+                    for records in fetched.values():
+                        for record in records:
+                            problem = _fold_one(fold, record, result)
+                            if problem is not None:
+                                refused.append((record, problem))
+                        count += len(records)
+                        result.positions[records[-1].partition] = records[-1].offset + 1
+                    for record, problem in refused:
+                        result.parked += 1
+                        await park(
+                            appender, settings.dead_letter_topic, record, problem, CONSUMER_NAME
+                        )
+                    for row in copy_rows(fold.take_finished()):
+                        await copy.write_row(row)
+                    result.events += count
+                    advance(count)
+                for row in copy_rows(fold.take_open()):
+                    await copy.write_row(row)
+            await conn.commit()
+        result.jobs = fold.jobs
+        return result
+    finally:
+        await consumer.stop()
+        await appender.stop()
+        await engine.dispose()
+
+
+# Worker processes -----------------------------------------------------------------------------
+
+
+def _worker(
+    settings: Settings,
+    partitions: list[int],
+    targets: dict[int, int],
+    limits: dict[str, int],
+    done: Synchronized[int],
+    results: multiprocessing.Queue[BulkResult],
+    parent: int,
+) -> None:
+    from shared.log_setup import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+
+    def advance(events: int) -> None:
+        with done.get_lock():
+            done.value += events
+
+    # A worker whose replay died (SIGKILL) stops at its next batch instead of writing on.
+    result = asyncio.run(
+        load(settings, partitions, targets, limits, advance, lambda: os.getppid() != parent)
+    )
+    results.put(result)
+
+
+class Workers:
+    """Bulk-load workers, one process per share of the partitions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        shares: list[list[int]],
+        targets: dict[int, int],
+        limits: dict[str, int],
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.done: Synchronized[int] = context.Value("q", 0)
+        self._results: multiprocessing.Queue[BulkResult] = context.Queue()
+        self._procs: list[BaseProcess] = [
+            context.Process(
+                target=_worker,
+                args=(settings, share, targets, limits, self.done, self._results, os.getpid()),
+                name=f"replay-bulk-{i}",
+                daemon=True,
+            )
+            for i, share in enumerate(shares)
+        ]
+        self._collected: list[BulkResult] = []
+
+    def start(self) -> None:
+        for proc in self._procs:
+            proc.start()
+
+    def poll(self) -> bool:
+        """True when every worker has delivered its result; raises when one died without."""
+        while True:
+            try:
+                self._collected.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        if len(self._collected) == len(self._procs):
+            return True
+        for proc in self._procs:
+            if proc.exitcode not in (None, 0):
+                raise RuntimeError(f"bulk worker {proc.name} exited with {proc.exitcode}")
+        return False
+
+    def result(self) -> BulkResult:
+        total = BulkResult()
+        for part in self._collected:
+            total.merge(part)
+        return total
+
+    def kill(self) -> None:
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.kill()
+        for proc in self._procs:
+            proc.join(5)
+
+    def join(self) -> None:
+        for proc in self._procs:
+            proc.join(30)
+
+
+def shares(partitions: list[int], workers: int) -> list[list[int]]:
+    """Partitions dealt round-robin to at most `workers` non-empty shares."""
+    count = max(1, min(workers, len(partitions)))
+    return [partitions[i::count] for i in range(count)]
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
