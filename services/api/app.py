@@ -25,14 +25,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings, pool_size=settings.api_db_pool_size, max_overflow=0)
+        locks = make_engine(settings)  # idempotency-key locks: see ReadModel
         app.state.settings = settings
         app.state.log = LogClient(settings)
-        app.state.reads = ReadModel(engine, settings.bucket_events_topic, settings.db_timeout_s)
+        app.state.reads = ReadModel(
+            engine, locks, settings.bucket_events_topic, settings.db_timeout_s
+        )
         try:
             yield
         finally:
             await app.state.log.close()
             await engine.dispose()
+            await locks.dispose()
 
     app = FastAPI(
         title="Akave Async Gateway",

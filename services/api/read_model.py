@@ -42,11 +42,13 @@ def _job(row: BucketJob) -> Job:
 
 
 class ReadModel:
-    def __init__(self, engine: AsyncEngine, topic: str, timeout_s: float):
+    def __init__(self, reads: AsyncEngine, locks: AsyncEngine, topic: str, timeout_s: float):
         # Reads are single statements: in autocommit they cost one round trip, not three
-        # (BEGIN, the query, ROLLBACK). Locks need a transaction and use their own sessions.
-        self._sessions = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
-        self._transactions = make_sessionmaker(engine)
+        # (BEGIN, the query, ROLLBACK). Locks need a transaction, and a pool of their own:
+        # a request holding (or queued for) a lock also reads, so sharing one pool would let
+        # lock holders take every connection and starve the reads they wait for.
+        self._sessions = make_sessionmaker(reads.execution_options(isolation_level="AUTOCOMMIT"))
+        self._transactions = make_sessionmaker(locks)
         self._owners: Coalescer[str, Job] = Coalescer(self._owners_of)
         self._topic = topic
         self._timeout = timeout_s
