@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit migrate infra-up infra-down clean chaos
+.PHONY: install run test lint typecheck unit migrate infra-up infra-down clean chaos bench
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -17,6 +17,16 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/akave-gateway dev
+
+# Benchmarks (not part of `make test`): `make bench`, or `make bench QUICK=1` for short runs.
+# Needs wrk (Debian: apt-get install wrk). Figures in .local/bench/, see docs/benchmarks.md.
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed
+	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 lint: install
 	$(BIN)/ruff check .

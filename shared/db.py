@@ -12,13 +12,19 @@ from sqlalchemy.ext.asyncio import (
 from shared.settings import Settings
 
 
-def make_engine(settings: Settings, *, pool_size: int = 10) -> AsyncEngine:
-    """An engine that fails fast when Postgres is down instead of hanging the caller."""
+def make_engine(
+    settings: Settings, *, pool_size: int = 10, max_overflow: int | None = None
+) -> AsyncEngine:
+    """An engine that fails fast when Postgres is down instead of hanging the caller.
+
+    `max_overflow` defaults to `pool_size`. Overflow connections are opened and closed per use,
+    so a busy server is better off with `max_overflow=0` and a queue for the pool.
+    """
     timeout_ms = int(settings.db_timeout_s * 1000)
     return create_async_engine(
         settings.database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=settings.db_timeout_s,
         pool_pre_ping=True,
         connect_args={

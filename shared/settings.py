@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     live_heartbeat_s: float = Field(default=15.0, gt=0)
     live_max_streams: int = Field(default=1000, ge=1)
     live_max_stream_s: float = Field(default=3600.0, gt=0)
+    # Performance (bench/, docs/benchmarks.md)
+    api_db_pool_size: int = Field(default=10, ge=1)  # per worker; requests queue for a connection
 
     # Executor
     executor_group_id: str = "akave-executor"
@@ -90,6 +92,9 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     api_rate_limit_per_s: float = Field(default=10.0, ge=0)
     api_rate_limit_burst: int = Field(default=20, ge=1)
+
+    # Benchmarks (bench/): never enable in a deployment
+    bench_noop_route: bool = False  # mount POST /bench/noop/buckets (validates, touches nothing)
 
     # Logging
     log_level: str = "INFO"

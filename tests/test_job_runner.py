@@ -449,3 +449,51 @@ async def test_concurrency_slots_bound_jobs_talking_to_the_chain_at_once(
     outcomes = await asyncio.gather(*(run_job(runner, j) for j in jobs))
     assert all(isinstance(o.last, BucketCreated) for o in outcomes)
     assert chain.most_views_in_flight == 2
+
+
+async def test_jobs_needing_no_transaction_pass_transactions_waiting_for_the_key(
+    chain: FakeChain,
+) -> None:
+    """One slot, one transaction in flight and another waiting for the key: a bucket already
+    on the chain is still adopted at once, because waiting for the key holds no slot."""
+    in_flight = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_transaction(_name: str) -> None:
+        in_flight.set()
+        await release.wait()
+
+    chain.create_steps = [slow_transaction]
+    chain.buckets["already-there"] = ChainBucket("already-there", bucket_id="id-x")
+    runner = make_runner(chain, slots=asyncio.Semaphore(1))
+    sending = asyncio.create_task(run_job(runner, Job(uuid.uuid4(), "first-tx")))
+    await asyncio.wait_for(in_flight.wait(), 2)
+    queued = asyncio.create_task(run_job(runner, Job(uuid.uuid4(), "second-tx")))
+    adopted = await asyncio.wait_for(run_job(runner, Job(uuid.uuid4(), "already-there")), 1)
+    owned = await asyncio.wait_for(
+        run_job(runner, Job(uuid.uuid4(), "owned-name"), lambda _n: uuid.uuid4()), 1
+    )
+    assert isinstance(adopted.last, BucketCreated) and adopted.last.adopted
+    assert isinstance(owned.last, BucketFailed)
+    assert owned.last.error_code == errors.BUCKET_EXISTS
+    assert not sending.done() and not queued.done()
+    release.set()
+    for task in (sending, queued):
+        assert isinstance((await asyncio.wait_for(task, 2)).last, BucketCreated)
+
+
+async def test_waiting_for_the_key_does_not_count_against_the_attempt_timeout(
+    chain: FakeChain,
+) -> None:
+    """Each transaction takes 0.1 s and the timeout is 0.25 s: the fifth in the queue waits
+    0.4 s for the key, yet no attempt is abandoned."""
+
+    async def takes_a_while(_name: str) -> None:
+        await asyncio.sleep(0.1)
+
+    chain.create_steps = [takes_a_while] * 5
+    runner = make_runner(chain, attempt_timeout_s=0.25)
+    jobs = [Job(uuid.uuid4(), f"queued-{i}") for i in range(5)]
+    outcomes = await asyncio.gather(*(run_job(runner, j) for j in jobs))
+    assert [o.kinds() for o in outcomes] == [["BucketProcessing(1)", "BucketCreated"]] * 5
+    assert chain.creates() == 5

@@ -34,11 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings)
+        engine = make_engine(settings, pool_size=settings.api_db_pool_size, max_overflow=0)
+        locks = make_engine(settings)  # idempotency-key locks: see ReadModel
         app.state.settings = settings
         app.state.log = LogClient(settings)
         app.state.reads = ReadModel(
-            make_sessionmaker(engine), settings.bucket_events_topic, settings.db_timeout_s
+            engine, locks, settings.bucket_events_topic, settings.db_timeout_s
         )
         app.state.live = JobWatch(
             app.state.reads, settings.live_poll_interval_s, settings.live_max_streams
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.live.close()
             await app.state.log.close()
             await engine.dispose()
+            await locks.dispose()
 
     app = FastAPI(
         title="Akave Async Gateway",
@@ -64,6 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(webhook_router)
+    if settings.bench_noop_route:
+        from services.api import bench_noop
+
+        app.include_router(bench_noop.router)
     install_protections(app, settings)
     return app
 

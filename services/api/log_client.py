@@ -56,7 +56,8 @@ class LogClient:
         if trial:
             self._trying = True
         try:
-            result = await asyncio.wait_for(call(), self._timeout)
+            async with asyncio.timeout(self._timeout):  # unlike wait_for, no task per call
+                result = await call()
         except (TimeoutError, KafkaError, OSError) as exc:
             self._down_until = asyncio.get_running_loop().time() + DOWN_FOR_S
             log.warning("log unavailable", extra={"operation": what, "error": repr(exc)})

@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from sqlalchemy import and_, or_, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from services.api.coalesce import Coalescer
 from services.api.cursors import decode_cursor, encode_cursor
 from services.api.schemas import Bucket, Job
+from shared.db import make_sessionmaker
 from shared.fold import JobStatus
 from shared.models import BucketJob, ProjectorCheckpoint
 
@@ -34,13 +36,20 @@ def _job(row: BucketJob) -> Job:
 
 
 class ReadModel:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], topic: str, timeout_s: float):
-        self._sessions = sessions
+    def __init__(self, reads: AsyncEngine, locks: AsyncEngine, topic: str, timeout_s: float):
+        # Reads are single statements: in autocommit they cost one round trip, not three
+        # (BEGIN, the query, ROLLBACK). Locks need a transaction, and a pool of their own:
+        # a request holding (or queued for) a lock also reads, so sharing one pool would let
+        # lock holders take every connection and starve the reads they wait for.
+        self._sessions = make_sessionmaker(reads.execution_options(isolation_level="AUTOCOMMIT"))
+        self._transactions = make_sessionmaker(locks)
+        self._owners: Coalescer[str, Job] = Coalescer(self._owners_of)
         self._topic = topic
         self._timeout = timeout_s
 
     async def _bounded(self, coro: Awaitable[T]) -> T:
-        return await asyncio.wait_for(coro, self._timeout)
+        async with asyncio.timeout(self._timeout):  # unlike wait_for, no task per call
+            return await coro
 
     @asynccontextmanager
     async def _session(self, held: AsyncSession | None) -> AsyncIterator[AsyncSession]:
@@ -70,19 +79,18 @@ class ReadModel:
         return await self._bounded(go())
 
     async def owner_of(self, bucket_name: str, held: AsyncSession | None = None) -> Job | None:
-        """The completed job that created `bucket_name`, if any."""
+        """The completed job that created `bucket_name`, if any. In `held` if given (e.g. under
+        a lock); otherwise concurrent calls share one query."""
+        if held is not None:
+            return (await self._bounded(_owners_in(held, [bucket_name]))).get(bucket_name)
+        return await self._bounded(self._owners.get(bucket_name))
 
-        async def go() -> Job | None:
-            async with self._session(held) as session:
-                row = await session.scalar(
-                    select(BucketJob).where(
-                        BucketJob.bucket_name == bucket_name,
-                        BucketJob.status == JobStatus.COMPLETED.value,
-                    )
-                )
-                return None if row is None else _job(row)
+    async def _owners_of(self, names: Collection[str]) -> dict[str, Job]:
+        async def go() -> dict[str, Job]:
+            async with self._sessions() as session:
+                return await _owners_in(session, names)
 
-        return await self._bounded(go())
+        return await self._bounded(go())  # a hung query must not hold up later batches
 
     async def buckets(self, limit: int, cursor: str | None) -> tuple[list[Bucket], str | None]:
         after = decode_cursor(cursor) if cursor else None
@@ -119,7 +127,7 @@ class ReadModel:
     async def exclusive(self, name: str) -> AsyncIterator[AsyncSession]:
         """Hold a cluster-wide lock on `name` (every API process shares it) until exit; the
         session holding it is yielded so that waiting under the lock takes no second one."""
-        async with self._sessions() as session, session.begin():
+        async with self._transactions() as session, session.begin():
             await self._bounded(
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name}
@@ -161,3 +169,13 @@ class ReadModel:
 
 def _encode_cursor(row: BucketJob) -> str:
     return encode_cursor(row.completed_at or row.updated_at, row.id)
+
+
+async def _owners_in(session: AsyncSession, names: Collection[str]) -> dict[str, Job]:
+    rows = await session.scalars(
+        select(BucketJob).where(
+            BucketJob.bucket_name.in_(names),
+            BucketJob.status == JobStatus.COMPLETED.value,
+        )
+    )
+    return {row.bucket_name: _job(row) for row in rows}

@@ -17,22 +17,24 @@ from shared.settings import Settings
 router = APIRouter()
 
 
-def log_client(request: Request) -> LogClient:
+# Dependencies are `async def`: FastAPI runs plain `def` ones in a thread pool, a thread hop
+# per dependency per request (measured in docs/benchmarks.md).
+async def log_client(request: Request) -> LogClient:
     client: LogClient = request.app.state.log
     return client
 
 
-def read_model(request: Request) -> ReadModel:
+async def read_model(request: Request) -> ReadModel:
     reads: ReadModel = request.app.state.reads
     return reads
 
 
-def settings(request: Request) -> Settings:
+async def settings(request: Request) -> Settings:
     current: Settings = request.app.state.settings
     return current
 
 
-def json_body(content_type: Annotated[str, Header()] = "") -> None:
+async def json_body(content_type: Annotated[str, Header()] = "") -> None:
     """Bodies are JSON only: anything else is refused before it is parsed."""
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise HTTPException(

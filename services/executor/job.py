@@ -1,7 +1,11 @@
 """One job from request to outcome: attempts, retries, timeouts, ownership, adoption.
 
-A concurrency slot is held only while an attempt talks to the chain: a job waiting out its
-retry delay holds nothing, so it cannot hold back jobs for other names.
+A concurrency slot is held only while an attempt reads the chain (announcing the attempt and
+`view_bucket`). A job waiting for the signing key's turn (`TransactionGate`) or out its retry
+delay holds no slot, so jobs that need no transaction (bucket already on the chain, name owned
+by another job, invalid name) are never queued behind the transactions.
+`ATTEMPT_TIMEOUT_S` bounds each chain call of an attempt, the transaction from the moment it
+has the key; not the wait for the key, which is the queue of the key's other transactions.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.executor import errors
-from services.executor.backends.base import AkaveBackend, BackendError
+from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket
 from services.executor.transactions import TransactionGate
 from shared.bucket_names import name_problem
 from shared.events import BucketCreated, BucketFailed, BucketProcessing, EventData
@@ -51,35 +55,28 @@ class JobRunner:
         ids = {"job_id": str(job.job_id), "bucket_name": job.bucket_name}
         attempt = job.attempts_used
         if attempt >= self._max_attempts:
-            async with self._slots:
-                await emit(await self._settle_spent(job, attempt, owner_of))
+            await emit(await self._settle_spent(job, attempt, owner_of))
             return
         while True:
             attempt += 1
-            async with self._slots:
-                await emit(self._event(job, BucketProcessing, attempt=attempt))
-                try:
-                    outcome = await asyncio.wait_for(
-                        self._attempt(job, attempt, owner_of, may_create=True),
-                        self._attempt_timeout,
-                    )
-                except TimeoutError:
-                    error = BackendError(
-                        f"attempt {attempt} ran past {self._attempt_timeout:g} s and was abandoned",
-                        code=errors.ATTEMPT_TIMEOUT,
-                        retryable=True,
-                    )
-                except BackendError as exc:
-                    error = exc
-                except Exception as exc:  # "any exception" is retried, as the seed plan asks
-                    log.exception("unexpected error in attempt", extra=ids)
-                    error = BackendError(f"{type(exc).__name__}: {exc}", code=errors.BACKEND_ERROR)
-                else:
-                    await emit(outcome)
-                    log.info(
-                        "job finished", extra={**ids, "type": outcome.type, "attempt": attempt}
-                    )
-                    return
+            try:
+                outcome = await self._attempt(job, attempt, owner_of, may_create=True, emit=emit)
+            except TimeoutError:
+                error = BackendError(
+                    f"a chain call of attempt {attempt} ran past {self._attempt_timeout:g} s "
+                    "and was abandoned",
+                    code=errors.ATTEMPT_TIMEOUT,
+                    retryable=True,
+                )
+            except BackendError as exc:
+                error = exc
+            except Exception as exc:  # "any exception" is retried, as the seed plan asks
+                log.exception("unexpected error in attempt", extra=ids)
+                error = BackendError(f"{type(exc).__name__}: {exc}", code=errors.BACKEND_ERROR)
+            else:
+                await emit(outcome)
+                log.info("job finished", extra={**ids, "type": outcome.type, "attempt": attempt})
+                return
             log.warning(
                 "attempt failed",
                 extra={**ids, "attempt": attempt, "error_code": error.code, "error": str(error)},
@@ -101,9 +98,7 @@ class JobRunner:
         """A job resumed after a crash with every attempt spent: no new transaction, but a
         bucket that the interrupted attempt did create is still adopted."""
         try:
-            return await asyncio.wait_for(
-                self._attempt(job, attempts, owner_of, may_create=False), self._attempt_timeout
-            )
+            return await self._attempt(job, attempts, owner_of, may_create=False)
         except Exception as exc:  # whatever stops the last look, the job is over
             if isinstance(exc, BackendError) and exc.code == errors.ATTEMPTS_EXHAUSTED:
                 message = str(exc)
@@ -112,30 +107,36 @@ class JobRunner:
             return self._failed(job, message, errors.ATTEMPTS_EXHAUSTED, attempts)
 
     async def _attempt(
-        self, job: Job, attempt: int, owner_of: OwnerOf, may_create: bool
+        self, job: Job, attempt: int, owner_of: OwnerOf, may_create: bool, emit: Emit | None = None
     ) -> EventData:
         name = job.bucket_name
-        problem = name_problem(name)
-        if problem is not None:
-            return self._failed(
-                job, f"invalid bucket name: {problem}", errors.INVALID_BUCKET_NAME, attempt
-            )
-        owner = owner_of(name)
-        if owner is not None and owner != job.job_id:
-            return self._failed(
-                job,
-                f"bucket {name!r} already belongs to job {owner}",
-                errors.BUCKET_EXISTS,
-                attempt,
-            )
-        existing = await self._backend.view_bucket(name)
+        async with self._slots:
+            if emit is not None:
+                await emit(self._event(job, BucketProcessing, attempt=attempt))
+            problem = name_problem(name)
+            if problem is not None:
+                return self._failed(
+                    job, f"invalid bucket name: {problem}", errors.INVALID_BUCKET_NAME, attempt
+                )
+            owner = owner_of(name)
+            if owner is not None and owner != job.job_id:
+                return self._failed(
+                    job,
+                    f"bucket {name!r} already belongs to job {owner}",
+                    errors.BUCKET_EXISTS,
+                    attempt,
+                )
+            existing = await self._view(name)
         if existing is None and may_create:
             try:
-                created = await self._gate.send(lambda: self._backend.create_bucket(name))
+                created = await self._gate.send(
+                    lambda: self._backend.create_bucket(name), timeout=self._attempt_timeout
+                )
             except BackendError as exc:
                 if exc.code != errors.BUCKET_ALREADY_ON_CHAIN:
                     raise
-                existing = await self._backend.view_bucket(name)
+                async with self._slots:
+                    existing = await self._view(name)
                 if existing is None:
                     raise
             else:
@@ -164,6 +165,10 @@ class JobRunner:
             bucket_created_at=existing.created_at,
             adopted=True,
         )
+
+    async def _view(self, name: str) -> ChainBucket | None:
+        async with asyncio.timeout(self._attempt_timeout):
+            return await self._backend.view_bucket(name)
 
     def _failed(self, job: Job, error: str, code: str, attempt: int) -> EventData:
         return self._event(job, BucketFailed, error=error, error_code=code, attempts=attempt)

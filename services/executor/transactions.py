@@ -25,11 +25,16 @@ class TransactionGate:
         self._retries = nonce_retries
         self._backoff = backoff_s
 
-    async def send(self, transaction: Callable[[], Awaitable[T]]) -> T:
+    async def send(
+        self, transaction: Callable[[], Awaitable[T]], timeout: float | None = None
+    ) -> T:
+        """Run `transaction` when the key is free; `timeout` bounds each try once it has the key
+        (the wait for the key's turn is not bounded here: it is the queue, not the chain)."""
         for attempt in range(self._retries + 1):
             async with self._lock:
                 try:
-                    return await transaction()
+                    async with asyncio.timeout(timeout):
+                        return await transaction()
                 except BackendError as exc:
                     if exc.code != errors.NONCE_CONFLICT or attempt == self._retries:
                         raise

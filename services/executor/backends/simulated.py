@@ -51,6 +51,7 @@ _SCHEMA = (
 class SimulatedChain:
     def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
+        self._reads = engine.execution_options(isolation_level="AUTOCOMMIT")  # one round trip
         self._owner = settings.sim_owner
         self._latency = settings.sim_latency_ms / 1000
         self._transient_rate = settings.sim_transient_failure_rate
@@ -60,7 +61,12 @@ class SimulatedChain:
     async def open(cls, settings: Settings) -> SimulatedChain:
         if settings.sim_database_url:  # a chain apart from the gateway's own database
             settings = settings.model_copy(update={"database_url": settings.sim_database_url})
-        engine = make_engine(settings, pool_size=4)
+        # A connection per concurrent chain read plus the transaction, and no overflow:
+        # overflow connections are opened and closed per use, which under load cost more
+        # than the queries (measured in docs/benchmarks.md).
+        engine = make_engine(
+            settings, pool_size=min(settings.executor_concurrency, 16) + 1, max_overflow=0
+        )
         async with engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('akave_sim.schema'))"))
             for statement in _SCHEMA:
@@ -73,7 +79,7 @@ class SimulatedChain:
     async def view_bucket(self, name: str) -> ChainBucket | None:
         if not name:
             raise BackendError("empty bucket name")
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (
                 await conn.execute(
                     text("SELECT id, created_at FROM akave_sim.buckets WHERE owner=:o AND name=:n"),
@@ -87,53 +93,72 @@ class SimulatedChain:
     async def create_bucket(self, name: str) -> CreatedBucket:
         if len(name) < 3:
             raise BackendError("invalid bucket name")
-        # The owner's "nonce": held by an open transaction while ours is in flight, and
-        # released by Postgres on commit, on rollback, or when this process dies.
-        async with self._engine.begin() as nonce:
-            got = await nonce.scalar(
-                text("SELECT pg_try_advisory_xact_lock(hashtext('akave_sim.nonce:' || :o))"),
+        # One database transaction is one chain transaction: it holds the owner's "nonce" (an
+        # advisory lock released by Postgres on commit, on rollback, or when this process dies)
+        # while the transaction is in flight, and "mines" it (the bucket row) on commit.
+        failure: BackendError | None
+        async with self._engine.begin() as tx:
+            # The commit does not wait for the WAL flush: the chain's time is SIM_LATENCY_MS,
+            # not the disk's, and executor crashes (what the tests do) lose nothing; only a
+            # crash of Postgres itself could forget the last moments' transactions.
+            got = await tx.scalar(
+                text(
+                    "SELECT pg_try_advisory_xact_lock(hashtext('akave_sim.nonce:' || :o)) "
+                    "FROM set_config('synchronous_commit', 'off', true)"
+                ),
                 {"o": self._owner},
             )
             if not got:
-                await self._record(name, "nonce_too_low")
-                raise BackendError("bucket creation failed: nonce too low")
-            return await self._mine(name)
+                await self._record(name, "nonce_too_low", tx)
+                failure = BackendError("bucket creation failed: nonce too low")
+            else:
+                failure, created = await self._mine(name, tx)
+        if failure is not None:
+            raise failure
+        return created
 
-    async def _mine(self, name: str) -> CreatedBucket:
+    async def _mine(
+        self, name: str, tx: AsyncConnection
+    ) -> tuple[BackendError | None, CreatedBucket]:
+        created = CreatedBucket(tx_hash="", name=name)
         if self._permanent:
-            await self._record(name, self._permanent)
-            raise BackendError(_FAULT_MESSAGES[self._permanent])
-        async with self._engine.begin() as conn:
-            fault = await conn.scalar(
-                text(
-                    "UPDATE akave_sim.faults SET remaining = remaining - 1 "
-                    "WHERE name = :n AND remaining > 0 RETURNING kind"
-                ),
-                {"n": name},
-            )
+            await self._record(name, self._permanent, tx)
+            return BackendError(_FAULT_MESSAGES[self._permanent]), created
+        fault = await tx.scalar(
+            text(
+                "UPDATE akave_sim.faults SET remaining = remaining - 1 "
+                "WHERE name = :n AND remaining > 0 RETURNING kind"
+            ),
+            {"n": name},
+        )
         if fault is None and random.random() < self._transient_rate:
             fault = "transient"
-        await asyncio.sleep(self._latency)
+        if self._latency:
+            await asyncio.sleep(self._latency)
         if fault is not None:
-            await self._record(name, fault)
-            raise BackendError(_FAULT_MESSAGES[fault])
+            await self._record(name, fault, tx)
+            return BackendError(_FAULT_MESSAGES[fault]), created
         tx_hash = secrets.token_hex(32)
         bucket_id = hashlib.sha3_256(name.encode() + self._owner.encode()).hexdigest()
         created_at = int(time.time())
-        async with self._engine.begin() as conn:
-            inserted = await conn.scalar(
-                text(
-                    "INSERT INTO akave_sim.buckets (owner, name, id, tx_hash, created_at) "
-                    "VALUES (:o, :n, :i, :t, :c) ON CONFLICT DO NOTHING RETURNING name"
-                ),
-                {"o": self._owner, "n": name, "i": bucket_id, "t": tx_hash, "c": created_at},
-            )
-            await self._record(name, "created" if inserted else "reverted", conn)
-        if not inserted:
-            raise BackendError(
+        outcome = await tx.scalar(
+            text(
+                "WITH mined AS (INSERT INTO akave_sim.buckets "
+                "(owner, name, id, tx_hash, created_at) VALUES (:o, :n, :i, :t, :c) "
+                "ON CONFLICT DO NOTHING RETURNING name) "
+                "INSERT INTO akave_sim.create_calls (owner, name, outcome) "
+                "SELECT :o, :n, CASE WHEN EXISTS (SELECT 1 FROM mined) THEN 'created' "
+                "ELSE 'reverted' END RETURNING outcome"
+            ),
+            {"o": self._owner, "n": name, "i": bucket_id, "t": tx_hash, "c": created_at},
+        )
+        if outcome != "created":
+            return BackendError(
                 f"bucket creation failed: execution reverted: 0x497ef2c2 (tx {tx_hash})"
-            )
-        return CreatedBucket(tx_hash=tx_hash, name=name, bucket_id=bucket_id, created_at=created_at)
+            ), created
+        return None, CreatedBucket(
+            tx_hash=tx_hash, name=name, bucket_id=bucket_id, created_at=created_at
+        )
 
     async def _record(self, name: str, outcome: str, conn: AsyncConnection | None = None) -> None:
         statement = text(
