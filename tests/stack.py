@@ -135,12 +135,18 @@ class Stack:
         self, client: httpx.AsyncClient, job_id: str, timeout: float = 60
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
+        job: dict[str, Any]
         while True:
             response = await client.get(f"/buckets/jobs/{job_id}")
-            assert response.status_code == 200, response.text
-            job: dict[str, Any] = response.json()
-            if job["status"] in TERMINAL:
-                return job
+            # 503 + Retry-After is the documented "try again" (e.g. the projector restarting
+            # and behind the log); a client retries it. Anything else must be the job.
+            if response.status_code == 503 and "retry-after" in response.headers:
+                job = {"status": "unknown (503)"}
+            else:
+                assert response.status_code == 200, response.text
+                job = response.json()
+                if job["status"] in TERMINAL:
+                    return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} stuck at {job}\n{self.logs()}")
             await asyncio.sleep(0.05)
