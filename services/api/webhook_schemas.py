@@ -23,18 +23,38 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
+# What the schema can say about an acceptable URL (the validators say it again, with reasons):
+# http(s), a host without credentials, a port in range, no whitespace or control characters.
+# Whether the host resolves, and whether it is one of the gateway's own services, depends on
+# the network and the deployment, so only the validators know.
+_PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+URL_PATTERN = (
+    r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~%!$&'()*+,;=-]+"
+    + _PORT
+    + r"(?:[/?#][^\s\x00-\x1f\x7f]*)?$"
+)
+# `whsec_` + standard base64 of 24 to 64 bytes.
+_B64 = "[A-Za-z0-9+/]"
+SECRET_PATTERN = (
+    rf"^whsec_(?:(?:{_B64}{{4}}){{8,20}}(?:{_B64}{{2}}==|{_B64}{{3}}=)?"
+    rf"|(?:{_B64}{{4}}){{21}}(?:{_B64}{{2}}==)?)$"
+)
+
+
 class CreateWebhook(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
         min_length=1,
         max_length=MAX_URL_LENGTH,
+        pattern=URL_PATTERN,
         examples=["https://example.com/hooks/akave"],
         description="absolute http(s) URL without credentials; not the gateway's own services",
     )
     secret: str | None = Field(
         default=None,
         max_length=200,
+        pattern=SECRET_PATTERN,
         description="`whsec_` + base64 of 24-64 bytes; omit it and one is generated and "
         "returned once",
     )
