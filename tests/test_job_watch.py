@@ -12,7 +12,7 @@ from sqlalchemy import text
 from services.api.live import JobWatch, TooManyStreams
 from services.api.read_model import ReadModel
 from services.api.schemas import Job
-from shared.db import make_engine, make_sessionmaker
+from shared.db import make_engine
 from shared.fold import JobStatus
 from shared.settings import Settings
 
@@ -21,7 +21,7 @@ async def test_many_streams_cost_one_query_per_interval_and_see_each_change(
     base_settings: Settings,
 ) -> None:
     engine = make_engine(base_settings, pool_size=2)
-    reads = ReadModel(make_sessionmaker(engine), base_settings.bucket_events_topic, 2.0)
+    reads = ReadModel(engine, engine, base_settings.bucket_events_topic, 2.0)
     watch = JobWatch(reads, 0.05, max_streams=40)
     now = datetime.now(UTC)
     ids = [uuid.uuid4() for _ in range(5)]
