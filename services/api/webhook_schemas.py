@@ -23,13 +23,15 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
-# What the schema can say about an acceptable URL (the validators say it again, with reasons):
+# What the document can say about an acceptable URL and secret. Published in the schema only
+# (`json_schema_extra`): the validators enforce the same rules and give the reason.
+# URL:
 # http(s), a host without credentials, a port in range, no whitespace or control characters.
 # Whether the host resolves, and whether it is one of the gateway's own services, depends on
 # the network and the deployment, so only the validators know.
 _PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
 URL_PATTERN = (
-    r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~%!$&'()*+,;=-]+"
+    r"^[hH][tT][tT][pP][sS]?://(?:[A-Za-z0-9._~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])"
     + _PORT
     + r"(?:[/?#][^\s\x00-\x1f\x7f]*)?$"
 )
@@ -47,14 +49,14 @@ class CreateWebhook(BaseModel):
     url: str = Field(
         min_length=1,
         max_length=MAX_URL_LENGTH,
-        pattern=URL_PATTERN,
+        json_schema_extra={"pattern": URL_PATTERN},
         examples=["https://example.com/hooks/akave"],
         description="absolute http(s) URL without credentials; not the gateway's own services",
     )
     secret: str | None = Field(
         default=None,
         max_length=200,
-        pattern=SECRET_PATTERN,
+        json_schema_extra={"pattern": SECRET_PATTERN},
         description="`whsec_` + base64 of 24-64 bytes; omit it and one is generated and "
         "returned once",
     )
