@@ -201,7 +201,7 @@ async def check_target(url: str, settings: Settings, timeout_s: float) -> Target
     target = parse_url(url)
     try:
         addresses = await resolve(target.host, timeout_s)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: not a name IDNA can encode
         raise TargetUnresolvable(f"url host {target.host!r} does not resolve") from exc
     what = _refusal(addresses, target.port, await _denied_cached(settings, timeout_s))
     if what is not None:

@@ -73,9 +73,15 @@ async def test_other_ports_on_the_same_host_are_allowed(url: str) -> None:
     assert (await check_target(url, SETTINGS, 2.0)).port in (8001, 9093, 8081)
 
 
-async def test_a_host_that_does_not_resolve_is_refused() -> None:
+@pytest.mark.parametrize(
+    # The second and third are names IDNA cannot encode (an empty label, a 64-letter label):
+    # the resolver raises UnicodeError for them, not OSError (found by the fuzz test, as a 500).
+    "url",
+    ["http://no-such-host.invalid/", "HtTPS://.q=2t(o:66/", "http://" + "a" * 64 + ".example/"],
+)
+async def test_a_host_that_does_not_resolve_is_refused(url: str) -> None:
     with pytest.raises(TargetRefused, match="does not resolve"):
-        await check_target("http://no-such-host.invalid/", SETTINGS, 2.0)
+        await check_target(url, SETTINGS, 2.0)
 
 
 def test_a_bad_deny_list_entry_is_reported() -> None:
