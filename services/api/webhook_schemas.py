@@ -26,14 +26,15 @@ class DeliveryStatus(StrEnum):
 # What the document can say about an acceptable URL and secret. Published in the schema only
 # (`json_schema_extra`): the validators enforce the same rules and give the reason.
 # URL:
-# http(s), a host without credentials, a port in range, no whitespace or control characters.
+# http(s), a host without credentials, a port in range, no whitespace or control characters
+# (spelled out: what str.isspace() calls whitespace, as the validator does).
 # Whether the host resolves, and whether it is one of the gateway's own services, depends on
 # the network and the deployment, so only the validators know.
 _PORT = r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
 URL_PATTERN = (
     r"^[hH][tT][tT][pP][sS]?://(?:[A-Za-z0-9._~%!$&'()*+,;=-]+|\[[0-9A-Fa-f:.]+\])"
     + _PORT
-    + r"(?:[/?#][^\s\x00-\x1f\x7f]*)?$"
+    + r"(?:[/?#][^\x00-\x20\x7f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*)?$"
 )
 # `whsec_` + standard base64 of 24 to 64 bytes.
 _B64 = "[A-Za-z0-9+/]"
