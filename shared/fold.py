@@ -8,9 +8,9 @@ late events for finished jobs change nothing, and a status never moves backwards
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from shared.events import BucketCreated, BucketFailed, BucketProcessing, BucketRequested, Event
 
@@ -30,9 +30,9 @@ BUCKET_EXISTS = "bucket_exists"
 _TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 
 
-@dataclass(frozen=True, slots=True)
-class JobState:
-    """One row of `bucket_jobs`."""
+class JobState(NamedTuple):
+    """One row of `bucket_jobs`. Immutable; a named tuple rather than a frozen dataclass because
+    a replay builds millions and a frozen dataclass takes five times as long to build."""
 
     job_id: uuid.UUID
     bucket_name: str

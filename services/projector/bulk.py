@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import fields
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,7 +17,7 @@ from shared.events import Event
 from shared.fold import JobState, JobStatus, apply
 
 # JobState field -> bucket_jobs column, in COPY order.
-COLUMNS = {f.name: "id" if f.name == "job_id" else f.name for f in fields(JobState)}
+COLUMNS = {name: "id" if name == "job_id" else name for name in JobState._fields}
 TEXT_COLUMNS = ("bucket_name", "tx_hash", "error", "error_code")
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 
