@@ -181,6 +181,7 @@ _DATETIME = SchemaValidator(core_schema.datetime_schema())
 _CANONICAL_TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]*")
 _INT64 = 1 << 63
+_new = object.__new__
 _set = object.__setattr__
 
 
@@ -188,7 +189,7 @@ def _validated(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str
     """The instance pydantic would build from `values`, which are already validated: what
     `model_construct` does for these models (no aliases, extras or private attributes), without
     its generic per-field work, which costs more than validating."""
-    model = cls.__new__(cls)
+    model = _new(cls)
     _set(model, "__dict__", values)
     _set(model, "__pydantic_fields_set__", fields_set)
     _set(model, "__pydantic_extra__", None)

@@ -61,17 +61,24 @@ class BulkResult:
         self.jobs += other.jobs
 
 
-def _fold_one(fold: BulkFold, record: Record, result: BulkResult) -> str | None:
-    """Fold one record; why it must be parked, if it must."""
-    try:
-        event = decode(record.value)
-    except UnknownEventType:
-        result.unknown += 1
-        return None
-    except MalformedEvent as exc:
-        return str(exc)
-    problem = fold.add(event)
-    return None if problem is None else f"cannot be applied: {problem}"
+def _fold_records(
+    fold: BulkFold, records: list[Record], result: BulkResult, refused: list[tuple[Record, str]]
+) -> None:
+    """Fold a fetched batch; add the records that must be parked, and why, to `refused`.
+    One call per batch, not per record: this loop runs millions of times."""
+    add = fold.add
+    for record in records:
+        try:
+            event = decode(record.value)
+        except UnknownEventType:
+            result.unknown += 1
+            continue
+        except MalformedEvent as exc:
+            refused.append((record, str(exc)))
+            continue
+        problem = add(event)
+        if problem is not None:
+            refused.append((record, f"cannot be applied: {problem}"))
 
 
 async def _column_types(conn: AsyncConnection) -> list[int]:
@@ -133,10 +140,7 @@ async def load(
                     count = 0
                     refused: list[tuple[Record, str]] = []
                     for records in fetched.values():
-                        for record in records:
-                            problem = _fold_one(fold, record, result)
-                            if problem is not None:
-                                refused.append((record, problem))
+                        _fold_records(fold, records, result, refused)
                         count += len(records)
                         result.positions[records[-1].partition] = records[-1].offset + 1
                     for record, problem in refused:
