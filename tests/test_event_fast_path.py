@@ -8,6 +8,7 @@ documents in every shape `encode` never writes, and randomly mutated ones both w
 
 from __future__ import annotations
 
+import hashlib
 import string
 import uuid
 from collections.abc import Iterator
@@ -338,3 +339,43 @@ def test_the_fast_path_covers_the_generated_log() -> None:
     """The bench's log (what a busy gateway writes) never needs the pydantic path."""
     assert all(fast_path_taken(value) for value in GENERATED)
     assert datetime.fromisoformat(orjson.loads(GENERATED[0])["time"]).tzinfo is not None
+
+
+def _rules(schema: Any) -> Any:
+    """A JSON schema without its prose (titles, descriptions, examples)."""
+    if isinstance(schema, dict):
+        return {
+            k: _rules(v) for k, v in schema.items() if k not in ("title", "description", "examples")
+        }
+    if isinstance(schema, list):
+        return [_rules(v) for v in schema]
+    return schema
+
+
+def models_fingerprint() -> str:
+    """The event models' validation rules (JSON schemas without prose, validators, configs),
+    hashed."""
+    models = (events.Event, *events.DATA_TYPES.values())
+    doc = {
+        model.__name__: {
+            "schema": _rules(model.model_json_schema()),
+            "config": {k: str(v) for k, v in model.model_config.items()},
+            "validators": {
+                name: [sorted(d.info.fields), d.info.mode]
+                for name, d in model.__pydantic_decorators__.field_validators.items()
+            },
+            "model_validators": sorted(model.__pydantic_decorators__.model_validators),
+        }
+        for model in models
+    }
+    return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def test_the_fast_path_was_written_for_these_exact_models() -> None:
+    """A changed field, constraint, validator or config of an event model must be mirrored in
+    `shared.events._canonical_data` (or excluded from the fast path) before this digest is
+    updated: the fast path would otherwise accept what the models refuse."""
+    assert models_fingerprint() == FINGERPRINT
+
+
+FINGERPRINT = "2e337ad9bb1e33a841ac1cc57c2129a2630a549485c3e63978269bc5a6b54460"
