@@ -124,9 +124,14 @@ async def produce(settings: Settings, events: int) -> float:
     return time.monotonic() - started
 
 
-async def raw_consume(settings: Settings) -> tuple[int, float, float]:
+def _self_waiting_s() -> float:
+    """Seconds this process has been runnable but waiting for a CPU."""
+    return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+
+
+async def raw_consume(settings: Settings) -> tuple[int, float, float, float]:
     """Every record of the topic with the replay's own fetch settings: (records, seconds,
-    CPU seconds of this process)."""
+    CPU seconds of this process, seconds it waited for a CPU)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_auto_commit=False,
@@ -142,7 +147,7 @@ async def raw_consume(settings: Settings) -> tuple[int, float, float]:
             partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
-        started, cpu = time.monotonic(), time.process_time()
+        started, cpu, waited = time.monotonic(), time.process_time(), _self_waiting_s()
         for tp in partitions:
             consumer.seek(tp, 0)
         count = 0
@@ -156,13 +161,20 @@ async def raw_consume(settings: Settings) -> tuple[int, float, float]:
                 size += sum(len(r.value or b"") for r in records)
                 if records[-1].offset + 1 >= ends[tp]:
                     left.discard(tp)
-        return count, time.monotonic() - started, time.process_time() - cpu
+        return (
+            count,
+            time.monotonic() - started,
+            time.process_time() - cpu,
+            _self_waiting_s() - waited,
+        )
     finally:
         await consumer.stop()
 
 
-def _tree_rss_kib(root: int) -> int:
-    """Resident memory of `root` and all its descendants, from /proc (Linux)."""
+def _tree_rss_kib(root: int, sched: dict[int, tuple[int, int]] | None = None) -> int:
+    """Resident memory of `root` and all its descendants, from /proc (Linux). Records each
+    one's nanoseconds on a CPU and waiting for one (runnable, `/proc/PID/schedstat`) in
+    `sched`."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -179,7 +191,10 @@ def _tree_rss_kib(root: int) -> int:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-        except OSError:
+            if sched is not None:
+                on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+                sched[pid] = (int(on_cpu), int(waiting))
+        except (OSError, ValueError):
             continue
     return total
 
@@ -210,8 +225,9 @@ def replay(settings: Settings, workers: int | None) -> tuple[float, int, dict[st
             stderr=stderr,
         )
         peak = 0
+        sched: dict[int, tuple[int, int]] = {}
         while proc.poll() is None:
-            peak = max(peak, _tree_rss_kib(proc.pid))
+            peak = max(peak, _tree_rss_kib(proc.pid, sched))
             time.sleep(0.05)
         seconds = time.monotonic() - started
         stderr.seek(0)
@@ -220,7 +236,12 @@ def replay(settings: Settings, workers: int | None) -> tuple[float, int, dict[st
         raise SystemExit(f"replay failed ({proc.returncode}):\n{output[-3000:]}")
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
-    summary: dict[str, object] = {"cpu_s": round(cpu, 3)}
+    summary: dict[str, object] = {
+        "cpu_s": round(cpu, 3),
+        # Sampled every 50 ms, so the last 50 ms of each process are missing.
+        "sched_on_cpu_s": round(sum(c for c, _ in sched.values()) / 1e9, 3),
+        "sched_waiting_for_cpu_s": round(sum(w for _, w in sched.values()) / 1e9, 3),
+    }
     for line in output.splitlines():
         if line.startswith("{"):
             doc = orjson.loads(line)
@@ -234,12 +255,13 @@ async def bench(settings: Settings, events: int, workers: list[int | None]) -> N
     await ensure_topics(settings)
     produced_in = await produce(settings, events)
     print(f"produced {events:,} events in {produced_in:.1f} s", flush=True)
-    count, raw_s, raw_cpu = await raw_consume(settings)
+    count, raw_s, raw_cpu, raw_waited = await raw_consume(settings)
     assert count == events, f"consumed {count} of {events}"
     raw_rate = count / raw_s
     print(
         f"raw aiokafka consume: {count:,} records in {raw_s:.2f} s = {raw_rate:,.0f} ev/s "
-        f"(CPU {raw_cpu:.2f} s = {count / raw_cpu:,.0f} ev/CPU-s)"
+        f"(CPU {raw_cpu:.2f} s = {count / raw_cpu:,.0f} ev/CPU-s; "
+        f"{raw_waited:.2f} s runnable but waiting for a CPU)"
     )
     for count_workers in workers:
         replay_s, rss_kib, summary = replay(settings, count_workers)
@@ -250,8 +272,16 @@ async def bench(settings: Settings, events: int, workers: list[int | None]) -> N
             f"{label} (whole command): {replay_s:.2f} s = {rate:,.0f} ev/s "
             f"(CPU {cpu:.2f} s = {events / cpu:,.0f} ev/CPU-s)"
         )
-        phases = {k: v for k, v in summary.items() if k.endswith("_s") or k == "jobs"}
+        phases = {
+            k: v
+            for k, v in summary.items()
+            if (k.endswith("_s") and not k.startswith("sched_")) or k == "jobs"
+        }
         print(f"  phases: {phases}")
+        print(
+            f"  its processes together: {summary['sched_on_cpu_s']} s on a CPU, "
+            f"{summary['sched_waiting_for_cpu_s']} s runnable but waiting for a CPU"
+        )
         print(
             f"  ratio replay / raw consume: {rate / raw_rate:.2f} wall, "
             f"{(events / cpu) / (count / raw_cpu):.2f} CPU"

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeAlias
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import SchemaValidator, core_schema
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -175,6 +176,129 @@ def _upcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, An
     return data
 
 
+# The canonical form, as `encode` writes it: whatever passes these checks, pydantic accepts
+# with exactly these values (tests/test_event_fast_path.py proves it differentially). Times
+# and job ids go through pydantic's own validators for those types.
+_UUID = SchemaValidator(core_schema.uuid_schema())
+_DATETIME = SchemaValidator(core_schema.datetime_schema())
+_CANONICAL_TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]*")
+_INT64 = 1 << 63
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _validated(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -> Any:
+    """The instance pydantic would build from `values`, which are already validated: what
+    `model_construct` does for these models (no aliases, extras or private attributes), without
+    its generic per-field work, which costs more than validating."""
+    model = _new(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", fields_set)
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
+
+
+def _int(value: object, low: int) -> bool:
+    return type(value) is int and low <= value < _INT64
+
+
+def _canonical_data(event_type: str, raw: dict[str, Any]) -> EventData | None:
+    job_id, name = raw.get("job_id"), raw.get("bucket_name")
+    if (
+        "type" in raw
+        or type(job_id) is not str
+        or type(name) is not str
+        or not 0 < len(name) <= 1024
+    ):
+        return None
+    try:
+        job = _UUID.validate_python(job_id)
+    except ValidationError:
+        return None
+    values: dict[str, Any] = {"job_id": job, "bucket_name": name, "type": event_type}
+    given = {"job_id", "bucket_name"}
+    if event_type == "BucketRequested":
+        return _validated(BucketRequested, values, given)  # type: ignore[no-any-return]
+    if event_type == "BucketProcessing":
+        attempt = raw.get("attempt")
+        if not _int(attempt, 1):
+            return None
+        values["attempt"] = attempt
+        given.add("attempt")
+        return _validated(BucketProcessing, values, given)  # type: ignore[no-any-return]
+    if event_type == "BucketCreated":
+        tx_hash, bucket_id = raw.get("tx_hash"), raw.get("bucket_id")
+        created_at, adopted = raw.get("bucket_created_at"), raw.get("adopted", False)
+        if (
+            not (
+                tx_hash is None or (type(tx_hash) is str and _CANONICAL_TX_HASH.fullmatch(tx_hash))
+            )
+            or not (bucket_id is None or type(bucket_id) is str)
+            or not (created_at is None or _int(created_at, -_INT64))
+            or type(adopted) is not bool
+        ):
+            return None
+        values.update(
+            tx_hash=tx_hash, bucket_id=bucket_id, bucket_created_at=created_at, adopted=adopted
+        )
+        given.update(
+            k for k in ("tx_hash", "bucket_id", "bucket_created_at", "adopted") if k in raw
+        )
+        return _validated(BucketCreated, values, given)  # type: ignore[no-any-return]
+    error, code, attempts = raw.get("error"), raw.get("error_code"), raw.get("attempts")
+    if (
+        type(error) is not str
+        or type(code) is not str
+        or _ERROR_CODE.fullmatch(code) is None
+        or not _int(attempts, 0)
+    ):
+        return None
+    values.update(error=error, error_code=code, attempts=attempts)
+    given.update(("error", "error_code", "attempts"))
+    return _validated(BucketFailed, values, given)  # type: ignore[no-any-return]
+
+
+_EVENT_FIELDS = frozenset({"id", "source", "type", "subject", "time", "data"})
+
+
+def _canonical(doc: dict[str, Any], event_type: str, raw: dict[str, Any]) -> Event | None:
+    """The event of a current-version document in canonical form, else None (then the pydantic
+    path decides): the same event `decode`'s pydantic path builds, in a third of the time."""
+    event_id, source, subject, moment = (
+        doc.get("id"),
+        doc.get("source"),
+        doc.get("subject"),
+        doc.get("time"),
+    )
+    if (
+        type(event_id) is not str
+        or type(source) is not str
+        or type(subject) is not str
+        or type(moment) is not str
+        or moment[-1:] != "Z"  # in UTC: no offset to check, nothing out of range after it
+    ):
+        return None
+    data = _canonical_data(event_type, raw)
+    if data is None or data.bucket_name != subject:
+        return None
+    try:
+        time = _DATETIME.validate_python(moment)
+    except ValidationError:
+        return None
+    values = {
+        "id": event_id,
+        "source": source,
+        "type": event_type,
+        "subject": subject,
+        "time": time,
+        "schema_version": SCHEMA_VERSION,
+        "data": data,
+    }
+    return _validated(Event, values, set(_EVENT_FIELDS))  # type: ignore[no-any-return]
+
+
 def decode(value: bytes | None) -> Event:
     """Parse one record value; raises `MalformedEvent` or `UnknownEventType`."""
     if not value:
@@ -201,6 +325,10 @@ def decode(value: bytes | None) -> Event:
     raw_data = doc.get("data")
     if not isinstance(raw_data, dict):
         raise MalformedEvent("data must be a JSON object")
+    if version == SCHEMA_VERSION:
+        canonical = _canonical(doc, event_type, raw_data)
+        if canonical is not None:
+            return canonical
     try:
         data = data_type.model_validate(_upcast(event_type, version, raw_data))
         event = Event(

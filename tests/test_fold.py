@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -324,3 +325,65 @@ def test_updated_at_is_the_latest_event_time_until_the_job_ends(
             latest = max(latest, event.time)
         assert state.updated_at == latest
         ended = state.status.is_terminal
+
+
+def apply_by_replace(
+    job: JobState | None, event: Event, owner: uuid.UUID | None = None
+) -> JobState | None:
+    """The fold as it was written before it built states field by field (by replacing fields,
+    then with `dataclasses.replace`): the oracle the faster one must agree with, state by state.
+    """
+    data = event.data
+    if job is None:
+        if isinstance(data, BucketRequested):
+            return JobState(data.job_id, data.bucket_name, JobStatus.QUEUED, event.time, event.time)
+        return None
+    if job.status.is_terminal or data.bucket_name != job.bucket_name:
+        return job
+    touched = max(job.updated_at, event.time)
+    if isinstance(data, BucketProcessing):
+        return job._replace(
+            status=JobStatus.PROCESSING,
+            attempts=max(job.attempts, data.attempt),
+            updated_at=touched,
+        )
+    if isinstance(data, BucketCreated):
+        if owner is not None and owner != job.job_id:
+            return job._replace(
+                status=JobStatus.FAILED,
+                error=f"bucket {job.bucket_name!r} already belongs to job {owner}",
+                error_code=BUCKET_EXISTS,
+                updated_at=touched,
+            )
+        return job._replace(
+            status=JobStatus.COMPLETED,
+            tx_hash=data.tx_hash,
+            updated_at=touched,
+            completed_at=event.time,
+        )
+    if isinstance(data, BucketFailed):
+        return job._replace(
+            status=JobStatus.FAILED,
+            error=data.error,
+            error_code=data.error_code,
+            attempts=max(job.attempts, data.attempts),
+            updated_at=touched,
+        )
+    return job
+
+
+@given(history_and_delivery(), histories(), st.one_of(st.none(), st.uuids()), st.randoms())
+def test_fold_agrees_state_for_state_with_the_replace_based_fold(
+    case: tuple[History, list[Event]], other: History, owner: uuid.UUID | None, rng: Any
+) -> None:
+    history, delivered = case
+    mixed = delivered + other.events  # other job ids and names: must change nothing
+    rng.shuffle(mixed)
+    for use_owner in (None, owner, history.job_id):
+        state: JobState | None = None
+        expected: JobState | None = None
+        for event in mixed:
+            state = apply(state, event, use_owner)
+            expected = apply_by_replace(expected, event, use_owner)
+            assert state == expected
+            assert (state is None) == (expected is None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import fields
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -18,7 +17,7 @@ from shared.events import Event
 from shared.fold import JobState, JobStatus, apply
 
 # JobState field -> bucket_jobs column, in COPY order.
-COLUMNS = {f.name: "id" if f.name == "job_id" else f.name for f in fields(JobState)}
+COLUMNS = {name: "id" if name == "job_id" else name for name in JobState._fields}
 TEXT_COLUMNS = ("bucket_name", "tx_hash", "error", "error_code")
 TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 
@@ -45,14 +44,14 @@ def unstorable(
     replay cannot afford a round trip per row, so it checks the same rules here, and only
     when a text value differs from `before` (already checked).
     """
-    texts = (state.bucket_name, state.tx_hash, state.error, state.error_code)
-    if before is not None and texts == (
-        before.bucket_name,
-        before.tx_hash,
-        before.error,
-        before.error_code,
+    if before is not None and (
+        state.bucket_name == before.bucket_name
+        and state.tx_hash == before.tx_hash
+        and state.error == before.error
+        and state.error_code == before.error_code
     ):
         return None
+    texts = (state.bucket_name, state.tx_hash, state.error, state.error_code)
     for column, value in zip(TEXT_COLUMNS, texts, strict=True):
         if value is None:
             continue
@@ -69,18 +68,19 @@ class BulkFold:
 
     def __init__(self, limits: Mapping[str, int]) -> None:
         self._limits = limits
-        self._open: dict[uuid.UUID, JobState] = {}
-        self._finished_ids: set[uuid.UUID] = set()
+        # Keyed by the job id's integer: `uuid.UUID.__hash__` is Python code, its int's is not.
+        self._open: dict[int, JobState] = {}
+        self._finished_ids: set[int] = set()
         self._owners: dict[str, uuid.UUID] = {}
         self._finished: list[JobState] = []
 
     def add(self, event: Event) -> str | None:
         """Fold one event; return why it cannot be applied, or None when it was (or changed
         nothing)."""
-        job_id = event.data.job_id
-        if job_id in self._finished_ids:
+        key = event.data.job_id.int
+        if key in self._finished_ids:
             return None  # completed and failed are terminal
-        before = self._open.get(job_id)
+        before = self._open.get(key)
         after = apply(before, event, self._owners.get(event.data.bucket_name))
         if after is None or after is before:
             return None
@@ -88,13 +88,13 @@ class BulkFold:
         if problem is not None:
             return problem
         if after.status in TERMINAL:
-            self._open.pop(job_id, None)
-            self._finished_ids.add(job_id)
+            self._open.pop(key, None)
+            self._finished_ids.add(key)
             self._finished.append(after)
             if after.status is JobStatus.COMPLETED:
-                self._owners[after.bucket_name] = job_id
+                self._owners[after.bucket_name] = after.job_id
         else:
-            self._open[job_id] = after
+            self._open[key] = after
         return None
 
     def take_finished(self) -> list[JobState]:

@@ -23,6 +23,7 @@ from typing import TypeAlias
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.projector.bulk import COLUMNS, BulkFold, copy_rows
 from services.projector.shadow import SHADOW_SCHEMA
@@ -60,17 +61,38 @@ class BulkResult:
         self.jobs += other.jobs
 
 
-def _fold_one(fold: BulkFold, record: Record, result: BulkResult) -> str | None:
-    """Fold one record; why it must be parked, if it must."""
-    try:
-        event = decode(record.value)
-    except UnknownEventType:
-        result.unknown += 1
-        return None
-    except MalformedEvent as exc:
-        return str(exc)
-    problem = fold.add(event)
-    return None if problem is None else f"cannot be applied: {problem}"
+def _fold_records(
+    fold: BulkFold, records: list[Record], result: BulkResult, refused: list[tuple[Record, str]]
+) -> None:
+    """Fold a fetched batch; add the records that must be parked, and why, to `refused`.
+    One call per batch, not per record: this loop runs millions of times."""
+    add = fold.add
+    for record in records:
+        try:
+            event = decode(record.value)
+        except UnknownEventType:
+            result.unknown += 1
+            continue
+        except MalformedEvent as exc:
+            refused.append((record, str(exc)))
+            continue
+        problem = add(event)
+        if problem is not None:
+            refused.append((record, f"cannot be applied: {problem}"))
+
+
+async def _column_types(conn: AsyncConnection) -> list[int]:
+    """The type oid of each COPY column of the shadow `bucket_jobs`, in COPY order: binary COPY
+    (a fifth of text COPY's CPU, on both sides) needs the exact types."""
+    rows = await conn.execute(
+        text(
+            "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = "
+            "to_regclass(:table) AND attnum > 0 AND NOT attisdropped"
+        ),
+        {"table": f"{SHADOW_SCHEMA}.bucket_jobs"},
+    )
+    oids = {name: int(oid) for name, oid in rows}
+    return [oids[column] for column in COLUMNS.values()]
 
 
 async def load(
@@ -101,12 +123,16 @@ async def load(
         async with engine.connect() as conn:
             await conn.execute(text("SET statement_timeout = 0"))
             await conn.execute(text("SET LOCAL synchronous_commit = off"))
+            types = await _column_types(conn)
             pg = (await conn.get_raw_connection()).driver_connection
             assert pg is not None
             async with (
                 pg.cursor() as cursor,
-                cursor.copy(f"COPY {SHADOW_SCHEMA}.bucket_jobs ({columns}) FROM STDIN") as copy,
+                cursor.copy(
+                    f"COPY {SHADOW_SCHEMA}.bucket_jobs ({columns}) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
             ):
+                copy.set_types(types)
                 while any(result.positions[p] < targets.get(p, 0) for p in partitions):
                     if stopped():
                         raise BulkLoadStopped()
@@ -114,10 +140,7 @@ async def load(
                     count = 0
                     refused: list[tuple[Record, str]] = []
                     for records in fetched.values():
-                        for record in records:
-                            problem = _fold_one(fold, record, result)
-                            if problem is not None:
-                                refused.append((record, problem))
+                        _fold_records(fold, records, result, refused)
                         count += len(records)
                         result.positions[records[-1].partition] = records[-1].offset + 1
                     for record, problem in refused:

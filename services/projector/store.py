@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
 
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -34,7 +33,7 @@ def row_to_state(row: BucketJob) -> JobState:
 
 
 def _state_to_row(state: JobState) -> dict[str, object]:
-    row = asdict(state)
+    row: dict[str, object] = state._asdict()
     row["id"] = row.pop("job_id")
     row["status"] = state.status.value
     return row
