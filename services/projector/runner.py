@@ -78,6 +78,28 @@ async def _project(
     return outcome
 
 
+class ReadModelAhead(RuntimeError):
+    """The checkpoints are past the log's end: the read model was folded from another log."""
+
+
+def refuse_if_ahead(topic: str, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:
+    """A checkpoint is the next offset to read, so it can never pass the end of its partition.
+    If one does, the topic was recreated or truncated under a kept database (e.g. the Kafka
+    data was wiped): projecting on would skip the new log's first events and answer 404 for
+    its jobs, so stop with the remedy instead."""
+    ahead = {p: (at, ends.get(p, 0)) for p, at in positions.items() if at > ends.get(p, 0)}
+    if ahead:
+        where = ", ".join(
+            f"partition {p}: checkpoint {at} > end {end}" for p, (at, end) in ahead.items()
+        )
+        raise ReadModelAhead(
+            f"the read model is ahead of topic {topic!r} ({where}): the topic was recreated or "
+            "truncated while the database was kept. Point DATABASE_URL at a new database (or drop "
+            "and recreate this one) and run `akave-gateway migrate`; the projector then rebuilds "
+            "it from the log."
+        )
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Project until `stop` is set."""
     topic = settings.bucket_events_topic
@@ -92,6 +114,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         consumer.assign(partitions)
         async with sessions() as session:
             positions = await store.read_checkpoints(session, topic)
+        ends = {tp.partition: end for tp, end in (await consumer.end_offsets(partitions)).items()}
+        refuse_if_ahead(topic, positions, ends)
         for tp in partitions:
             consumer.seek(tp, positions.get(tp.partition, 0))
         stats = {"applied": 0, "unknown": 0, "parked": 0}
