@@ -68,8 +68,19 @@ def kill_and_restart(service: str) -> Fault:
     return fault
 
 
-def kill_for_good(service: str) -> Fault:
+def kill_for_good(service: str, *, after_log: str | None = None, wait_s: float = 60.0) -> Fault:
+    """SIGKILL `service` and leave it dead; with `after_log`, only once its log shows that line
+    (bounded by `wait_s`), so the process is known to hold work when it dies: on a quiet machine
+    the load can reach its midpoint before a second executor has joined the group."""
+
     async def fault(target: Target) -> Window:
+        if after_log is not None:
+            log_file = target.stack.log_dir / f"{service}.log"
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                if log_file.exists() and after_log in log_file.read_text(errors="replace"):
+                    break
+                await asyncio.sleep(0.1)
         began = time.monotonic()
         target.stack.kill(service)
         return Window(began, began)

@@ -74,7 +74,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "executor-failover",
             "two executors in one group, one SIGKILLed for good",
-            faults.kill_for_good("executor:2"),
+            faults.kill_for_good("executor:2", after_log="job finished"),
             services=("projector", "executor", "executor:2", "api"),
             extra=[_killed_executor_had_work],
         ),
