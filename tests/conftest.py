@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -22,6 +23,7 @@ from services.cli import migrate
 from shared.settings import Settings
 from tests import containers
 from tests.stack import REPO, Stack, free_port
+from tests.tcp_proxy import TcpProxy
 
 TEST_DATABASE = "akave_gateway_test"
 
@@ -140,3 +142,30 @@ def stack(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 async def client(stack: Stack) -> AsyncIterator[object]:
     async with stack.client() as http:
         yield http
+
+
+@pytest.fixture(scope="module")
+def db_proxy(stack_settings: Settings) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of this module's Postgres server, to cut and restore it."""
+    parts = urlsplit(stack_settings.database_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432, free_port())
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def proxied_stack(
+    stack_settings: Settings, db_proxy: TcpProxy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """The usual stack, except that every service reaches Postgres through `db_proxy`; a
+    module that wants it overrides `stack` with it."""
+    parts = urlsplit(stack_settings.database_url)
+    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{db_proxy.port}"
+    proxied = urlunsplit(parts._replace(netloc=netloc))
+    running = Stack(
+        stack_settings.model_copy(update={"database_url": proxied}), tmp_path_factory.mktemp("s")
+    )
+    running.start()
+    yield running
+    running.stop()

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from localinfra.kafka import LocalKafka
-from shared.settings import Settings
-from tests.stack import Stack, free_port, unique_name
+from tests.stack import Stack, unique_name
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -20,28 +17,9 @@ OUTAGE_ANSWER_S = 5.0
 
 
 @pytest.fixture(scope="module")
-def db_proxy(stack_settings: Settings) -> Iterator[TcpProxy]:
-    parts = urlsplit(stack_settings.database_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432, free_port())
-    proxy.start()
-    yield proxy
-    proxy.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(
-    stack_settings: Settings, db_proxy: TcpProxy, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    """The usual stack, except that every service reaches Postgres through the proxy."""
-    parts = urlsplit(stack_settings.database_url)
-    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{db_proxy.port}"
-    proxied = urlunsplit(parts._replace(netloc=netloc))
-    running = Stack(
-        stack_settings.model_copy(update={"database_url": proxied}), tmp_path_factory.mktemp("s")
-    )
-    running.start()
-    yield running
-    running.stop()
+def stack(proxied_stack: Stack) -> Stack:
+    """The usual stack, except that every service reaches Postgres through `db_proxy`."""
+    return proxied_stack
 
 
 async def timed(
