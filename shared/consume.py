@@ -10,7 +10,7 @@ so a record it cannot use is handled one way everywhere (DESIGN invariant 5):
   consumer moves on.
 
 `ConsumeStats` is the one set of counter names for all of them; the metrics export uses
-exactly these names, so they are stable (docs/operations.md lists them).
+exactly these names, so they are stable (docs/architecture.md, "Consuming records").
 """
 
 from __future__ import annotations
@@ -93,19 +93,26 @@ class SortedBatch:
 
         It keeps no list of the events: the replay's bulk phase folds millions of records
         straight from this loop, so it costs one decode and one generator step per record.
+        The counts are added when the generator ends (or is closed).
         """
-        for record in records:
-            try:
-                event = decode(record.value)
-            except UnknownEventType as exc:
-                self.unknown_skipped += 1
-                log.debug("skipping unknown event type", extra={"type": exc.event_type})
-                continue
-            except MalformedEvent as exc:
-                self.malformed.append((record, str(exc)))
-                continue
-            self.events += 1
-            yield record, event
+        events = unknown = 0
+        malformed = self.malformed.append
+        try:
+            for record in records:
+                try:
+                    event = decode(record.value)
+                except UnknownEventType as exc:
+                    unknown += 1
+                    log.debug("skipping unknown event type", extra={"type": exc.event_type})
+                    continue
+                except MalformedEvent as exc:
+                    malformed((record, str(exc)))
+                    continue
+                events += 1
+                yield record, event
+        finally:
+            self.events += events
+            self.unknown_skipped += unknown
 
 
 def sort_batch(records: Iterable[Record]) -> tuple[list[tuple[Record, Event]], SortedBatch]:
