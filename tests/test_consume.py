@@ -5,7 +5,7 @@ what cannot be read is parked as it was, with headers saying where it came from 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeAlias
 
 import pytest
 
@@ -35,10 +35,12 @@ GARBAGE = [
     None,
 ]
 NAME = "consume-test"  # one key: every record lands in one partition, in this order
+# The log fixture: its settings, its records in offset order, the two events' job ids.
+Log: TypeAlias = tuple[Settings, list[Any], list[uuid.UUID]]
 
 
 @pytest.fixture(scope="module")
-async def log(base_settings: Settings) -> tuple[Settings, list[Any], list[uuid.UUID]]:
+async def log(base_settings: Settings) -> Log:
     """A topic of its own holding: event, unknown, 5 malformed, event (and its records)."""
     settings = Stack.settings_for(base_settings)
     await ensure_topics(settings)
@@ -64,7 +66,7 @@ async def log(base_settings: Settings) -> tuple[Settings, list[Any], list[uuid.U
 
 
 async def test_a_batch_is_sorted_into_events_unknown_and_malformed(
-    log: tuple[Settings, list[Any], list[uuid.UUID]],
+    log: Log,
 ) -> None:
     _, records, jobs = log
     events, batch = sort_batch(records)
@@ -80,7 +82,7 @@ async def test_a_batch_is_sorted_into_events_unknown_and_malformed(
 
 
 async def test_streaming_read_yields_the_same_events_and_sorts_the_same(
-    log: tuple[Settings, list[Any], list[uuid.UUID]],
+    log: Log,
 ) -> None:
     _, records, _ = log
     listed, sorted_batch = sort_batch(records)
@@ -94,7 +96,7 @@ async def test_streaming_read_yields_the_same_events_and_sorts_the_same(
 
 
 async def test_counts_use_one_set_of_names(
-    log: tuple[Settings, list[Any], list[uuid.UUID]],
+    log: Log,
 ) -> None:
     _, records, _ = log
     stats = ConsumeStats()
@@ -115,7 +117,7 @@ async def test_counts_use_one_set_of_names(
 
 
 async def test_malformed_and_unapplicable_records_are_parked_as_they_were_with_headers(
-    log: tuple[Settings, list[Any], list[uuid.UUID]],
+    log: Log,
 ) -> None:
     settings, records, _ = log
     events, batch = sort_batch(records)
