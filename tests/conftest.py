@@ -26,6 +26,7 @@ from tests.stack import REPO, Stack, free_port
 from tests.tcp_proxy import TcpProxy
 
 TEST_DATABASE = "akave_gateway_test"
+pytest_plugins = ["tests.chain.fixtures"]
 
 
 def _given(name: str) -> str | None:
