@@ -4,6 +4,7 @@ lever the chain tests rely on, keeps state across restarts, and leaves no proces
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -197,4 +198,7 @@ def test_a_dying_parent_takes_its_chain_along() -> None:
         check=True,
     )
     pid = int(out.stdout.strip())
-    assert wait_gone(pid), f"anvil {pid} outlived the process that started it"
+    try:
+        assert wait_gone(pid), f"anvil {pid} outlived the process that started it"
+    finally:
+        shutil.rmtree(REPO / ".local" / "anvil" / name, ignore_errors=True)
