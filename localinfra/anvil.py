@@ -79,8 +79,9 @@ def _check_binary(binary: Path) -> None:
 class LocalAnvil:
     """One named local chain; `start()`/`stop()` may alternate any number of times.
 
-    `port=None` picks a free port on each start. `fresh=True` deletes the state file on the
-    first `start()` only. The process leads its own process group and, when started from the
+    `port=None` picks a free port on the first start and keeps it for restarts (an outage
+    test stops the chain and starts it again where its clients expect it). `fresh=True`
+    deletes the state file on the first `start()` only. The process leads its own process group and, when started from the
     main thread, gets SIGTERM if this Python process dies (PR_SET_PDEATHSIG), so a crashed
     test run leaves no chain behind. (The signal follows the *thread* that started it, hence
     main thread only; from another thread only `stop()` and the process group remain.)
@@ -100,7 +101,6 @@ class LocalAnvil:
     ) -> None:
         self.root = Path(root).resolve()
         self.name = name
-        self.requested_port = port
         self.port = port or 0
         self.block_time = block_time
         self.state_file = Path(state_file).resolve() if state_file is not None else None
@@ -146,7 +146,7 @@ class LocalAnvil:
                 self.state_file.unlink(missing_ok=True)
             self.fresh = False  # later restarts keep the state
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.requested_port or _free_port()
+        self.port = self.port or _free_port()  # kept across restarts: clients reconnect
         if _port_open(self.port):
             raise AnvilError(f"port {self.port} is already in use by another process")
         if self.log_file.exists():

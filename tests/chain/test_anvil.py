@@ -160,9 +160,11 @@ def test_state_survives_a_clean_restart(anvil_factory: AnvilFactory, tmp_path: P
     chain.set_balance(address, 4242)
     chain.mine(3)
     height = chain.block_number()
+    url = chain.rpc_url
     chain.stop()
     assert chain.pid is None
     chain.start()
+    assert chain.rpc_url == url  # same port: clients reconnect to the restarted chain
     assert chain.block_number() == height
     assert chain.balance(address) == 4242
 
