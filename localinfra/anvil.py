@@ -81,10 +81,11 @@ class LocalAnvil:
 
     `port=None` picks a free port on the first start and keeps it for restarts (an outage
     test stops the chain and starts it again where its clients expect it). `fresh=True`
-    deletes the state file on the first `start()` only. The process leads its own process group and, when started from the
-    main thread, gets SIGTERM if this Python process dies (PR_SET_PDEATHSIG), so a crashed
-    test run leaves no chain behind. (The signal follows the *thread* that started it, hence
-    main thread only; from another thread only `stop()` and the process group remain.)
+    deletes the state file on the first `start()` only. The process leads its own process
+    group and, when started from the main thread, gets SIGTERM if this Python process dies
+    (PR_SET_PDEATHSIG), so a crashed test run leaves no chain behind. (The signal follows the
+    *thread* that started it, hence main thread only; from another thread only `stop()` and
+    the process group remain, and the next `start()` of the same name ends the orphan.)
     """
 
     def __init__(
