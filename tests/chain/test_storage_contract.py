@@ -158,3 +158,28 @@ def test_the_committed_artifact_is_what_the_source_compiles_to() -> None:
     )
     assert committed["compiler"].startswith(f"solcjs {solc.SOLC_VERSION}+")
     assert committed["abi"] == storage_contract.abi()
+
+
+def error_selector(signature: str) -> bytes:
+    return keccak(text=signature)[:4]
+
+
+def test_delete_refusals(storage: Storage) -> None:
+    name = unique_name()
+    bucket_id = expected_id(name, OWNER)
+    assert storage.revert_data("deleteBucket", bucket_id, name, 0) == error_selector(
+        "BucketNonexists()"
+    )
+    storage.transact(OWNER_KEY, "createBucket", name)
+    index, _ = storage.call("getBucketIndexByName", name, OWNER)
+    refusals = {
+        "BucketInvalidOwner()": storage.revert_data(
+            "deleteBucket", bucket_id, name, index, sender=OTHER
+        ),
+        "BucketInvalid()": storage.revert_data("deleteBucket", bucket_id, name + "x", index),
+    }
+    for signature, data in refusals.items():
+        assert data == error_selector(signature), signature
+    # a wrong index reverts (Akave's panics out of bounds, ours says BucketInvalid)
+    assert storage.revert_data("deleteBucket", bucket_id, name, index + 1000)
+    assert storage.call("getBucketByName", name, OWNER, 0, 0)[0] == bucket_id  # still there
