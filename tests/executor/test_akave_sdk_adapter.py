@@ -1,4 +1,4 @@
-"""The Akave SDK adapter against a stand-in `akavesdk` (tests/akave_stub), never the network."""
+"""The Akave SDK adapter against a stand-in `akavesdk` (support/akave_stub), never the network."""
 
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ from services.executor.backends.akave_sdk import (
 from services.executor.backends.base import BackendError, ChainBucket
 from shared.events import BucketCreated
 from shared.settings import Settings
+from tests.support import AKAVE_STUB
+from tests.support.stack import REPO
 
-STUB_DIR = Path(__file__).parent / "akave_stub"
+STUB_DIR = AKAVE_STUB
 
 
 @pytest.fixture
 def sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The stand-in `akavesdk`, freshly imported from tests/akave_stub with empty state."""
+    """The stand-in `akavesdk`, freshly imported from tests/support/akave_stub with empty state."""
     monkeypatch.syspath_prepend(str(STUB_DIR))
     sys.modules.pop("akavesdk", None)
     module = importlib.import_module("akavesdk")
@@ -494,7 +496,7 @@ def test_the_adapter_module_imports_without_the_sdk() -> None:
         capture_output=True,
         text=True,
         check=False,
-        cwd=Path(__file__).parent.parent,
+        cwd=REPO,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "AkaveSdkBackend"
