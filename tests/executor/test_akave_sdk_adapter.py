@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import secrets
 import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,30 +25,7 @@ from services.executor.backends.akave_sdk import (
 from services.executor.backends.base import BackendError, ChainBucket
 from shared.events import BucketCreated
 from shared.settings import Settings
-from tests.support import AKAVE_STUB
 from tests.support.stack import REPO
-
-STUB_DIR = AKAVE_STUB
-
-
-@pytest.fixture
-def sdk(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The stand-in `akavesdk`, freshly imported from tests/support/akave_stub with empty state."""
-    monkeypatch.syspath_prepend(str(STUB_DIR))
-    sys.modules.pop("akavesdk", None)
-    module = importlib.import_module("akavesdk")
-    assert Path(module.__file__ or "").parent.parent == STUB_DIR
-    module.reset()
-    try:
-        yield module
-    finally:
-        sys.modules.pop("akavesdk", None)
-
-
-@pytest.fixture
-def key() -> str:
-    """A random throwaway signing key for this test only."""
-    return secrets.token_hex(32)
 
 
 def make_settings(**values: Any) -> Settings:
