@@ -90,10 +90,6 @@ async def test_create_returns_the_sdk_tx_hash_which_the_event_normalises(
     assert upper.tx_hash == event.tx_hash
 
 
-async def test_view_returns_none_for_a_missing_bucket(backend: AkaveSdkBackend) -> None:
-    assert await backend.view_bucket("nowhere") is None
-
-
 async def test_view_maps_an_existing_bucket(backend: AkaveSdkBackend, sdk: ModuleType) -> None:
     created = await backend.create_bucket("photos")
 
@@ -105,15 +101,6 @@ async def test_view_maps_an_existing_bucket(backend: AkaveSdkBackend, sdk: Modul
     assert found.created_at == created.created_at
     assert [c.method for c in sdk.calls] == ["ipc", "create_bucket", "view_bucket"]
     assert all(c.name in (None, "photos") for c in sdk.calls)
-
-
-async def test_view_of_an_empty_name_is_an_invalid_bucket_name(
-    backend: AkaveSdkBackend,
-) -> None:
-    with pytest.raises(BackendError) as caught:
-        await backend.view_bucket("")
-    assert caught.value.code == errors.INVALID_BUCKET_NAME
-    assert caught.value.retryable is False
 
 
 async def test_settings_are_passed_to_the_sdk_config(sdk: ModuleType, key: str) -> None:
@@ -249,16 +236,6 @@ async def test_bucket_names_are_unique_per_owner_not_globally(
         assert (await other.create_bucket("photos")).name == "photos"
     finally:
         await other.close()
-
-
-@pytest.mark.parametrize("name", ["a", "ab"])
-async def test_a_name_shorter_than_three_is_an_invalid_bucket_name_not_retryable(
-    backend: AkaveSdkBackend, name: str
-) -> None:
-    with pytest.raises(BackendError) as caught:
-        await backend.create_bucket(name)
-    assert caught.value.code == errors.INVALID_BUCKET_NAME
-    assert caught.value.retryable is False
 
 
 async def test_insufficient_funds_is_not_retryable(
