@@ -26,6 +26,7 @@ from tests.support.stack import REPO, Stack, free_port
 from tests.support.tcp_proxy import TcpProxy
 
 TEST_DATABASE = "akave_gateway_test"
+pytest_plugins = ["tests.chain.fixtures"]
 
 
 def _given(name: str) -> str | None:
