@@ -46,6 +46,7 @@ def to_row(state: JobState) -> dict[str, object]:
 
 
 def from_row(row: BucketJob) -> JobState:
+    """The state a row holds (`BucketJob`'s attributes are named as its columns)."""
     state = JobState._make(_from_row(row))
     return state._replace(status=JobStatus(state.status))
 

@@ -53,10 +53,6 @@ def test_copy_values_are_the_row_in_column_order(state: JobState) -> None:
     assert job_row.to_row(state)["id"] == state.job_id
 
 
-def test_columns_are_the_table_definition_in_its_order() -> None:
-    assert tuple(c.name for c in BucketJob.__table__.columns) == job_row.COLUMNS
-
-
 # Against the migrated database -----------------------------------------------------------------
 
 
