@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from services.projector.bulk import BulkFold
+from shared.error_codes import BUCKET_EXISTS
 from shared.events import (
     BucketCreated,
     BucketFailed,
@@ -19,10 +20,9 @@ from shared.events import (
     EventData,
     new_event,
 )
-from shared.fold import BUCKET_EXISTS, JobState, JobStatus, apply
+from shared.fold import JobState, JobStatus, apply
 from tests.shared.test_fold import History, histories
 
-LIMITS = {"bucket_name": 255, "tx_hash": 255, "error_code": 100}
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
@@ -45,7 +45,7 @@ def reference(events: list[Event]) -> dict[uuid.UUID, JobState]:
 
 
 def bulk(events: list[Event]) -> tuple[dict[uuid.UUID, JobState], list[int]]:
-    fold = BulkFold(LIMITS)
+    fold = BulkFold()
     refused = [i for i, e in enumerate(events) if fold.add(e) is not None]
     rows = fold.take_finished() + fold.take_open()
     assert len({r.job_id for r in rows}) == len(rows)

@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.projector import store
 from services.projector.batch import UNAPPLICABLE, BatchOutcome, apply_batch
+from shared import job_row
 from shared.db import make_engine, make_sessionmaker
+from shared.error_codes import BUCKET_EXISTS
 from shared.events import (
     CONTENT_TYPE_HEADER,
     BucketCreated,
@@ -26,7 +28,6 @@ from shared.events import (
     encode,
     new_event,
 )
-from shared.fold import BUCKET_EXISTS
 from shared.models import BucketJob
 from shared.settings import Settings
 
@@ -184,13 +185,13 @@ async def test_reapplying_the_same_records_changes_nothing(sessions: Sessions, t
     batch = records(topic, 1, [requested(job, name), processing(job, name), created(job, name)])
     await apply(sessions, topic, batch)
     before = await rows(sessions, job)
-    state_before = store.row_to_state(before[job])
+    state_before = job_row.from_row(before[job])
 
     outcome = await apply(sessions, topic, batch, {1: 3})
     assert outcome.already_applied == 3 and outcome.applied == 0
     assert outcome.checkpoints == {1: 3}
     after = await rows(sessions, job)
-    assert store.row_to_state(after[job]) == state_before
+    assert job_row.from_row(after[job]) == state_before
     assert await checkpoints(sessions, topic) == {1: 3}
 
 
@@ -216,11 +217,11 @@ async def test_duplicate_event_at_a_new_offset_folds_to_the_same_row(
     job, name = uuid.uuid4(), unique_name("dup")
     request, done = requested(job, name), created(job, name)
     await apply(sessions, topic, records(topic, 0, [request, done]))
-    state = store.row_to_state((await rows(sessions, job))[job])
+    state = job_row.from_row((await rows(sessions, job))[job])
     late = processing(job, name, 3)
     outcome = await apply(sessions, topic, records(topic, 0, [done, request, late], start=2))
     assert outcome.applied == 3 and outcome.checkpoints == {0: 5}
-    assert store.row_to_state((await rows(sessions, job))[job]) == state
+    assert job_row.from_row((await rows(sessions, job))[job]) == state
 
 
 async def test_projector_behind_another_one_skips_what_is_already_stored(

@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.error_codes import BUCKET_EXISTS
 from shared.events import (
     BucketCreated,
     BucketFailed,
@@ -19,7 +20,7 @@ from shared.events import (
     Event,
     EventData,
 )
-from shared.fold import BUCKET_EXISTS, JobState, JobStatus, apply
+from shared.fold import JobState, JobStatus, apply
 
 RANK = {
     JobStatus.QUEUED: 0,

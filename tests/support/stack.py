@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
+from shared.fold import TERMINAL
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
-TERMINAL = {"completed", "failed"}
 
 
 def free_port() -> int:
