@@ -21,7 +21,7 @@ from shared.dead_letter import CONSUMER, ERROR, ORIGIN_OFFSET, ORIGIN_PARTITION,
 from shared.events import CONTENT_TYPE_HEADER, BucketProcessing, BucketRequested, new_event
 from shared.kafka import Appender, ensure_topics
 from shared.settings import Settings
-from tests.stack import Stack, read_events
+from tests.support.stack import Stack, read_events
 
 UNKNOWN_TYPE = (
     b'{"specversion":"1.0","id":"x1","source":"/elsewhere","type":"BucketRenamed",'

@@ -24,8 +24,9 @@ from aiokafka import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.projector.replay.bulk_fold import COLUMNS, BulkFold, copy_rows
+from services.projector.replay.bulk_fold import BulkFold, copy_rows
 from services.projector.replay.shadow import SHADOW_SCHEMA
+from shared import job_row
 from shared.consume import (
     ConsumerName,
     ConsumeStats,
@@ -84,14 +85,13 @@ async def _column_types(conn: AsyncConnection) -> list[int]:
         {"table": f"{SHADOW_SCHEMA}.bucket_jobs"},
     )
     oids = {name: int(oid) for name, oid in rows}
-    return [oids[column] for column in COLUMNS.values()]
+    return [oids[column] for column in job_row.COLUMNS]
 
 
 async def load(
     settings: Settings,
     partitions: list[int],
     targets: Mapping[int, int],
-    limits: Mapping[str, int],
     advance: Callable[[int], None],
     stopped: Callable[[], bool],
 ) -> BulkResult:
@@ -102,8 +102,8 @@ async def load(
     gc.set_threshold(200_000, 50, 1000)
     topic = settings.bucket_events_topic
     result = BulkResult(positions={p: 0 for p in partitions})
-    fold = BulkFold(limits)
-    columns = ", ".join(COLUMNS.values())
+    fold = BulkFold()
+    columns = ", ".join(job_row.COLUMNS)
     engine = make_engine(settings, pool_size=1)
     appender = Appender(settings)
     dead_letters = DeadLetters(
@@ -163,7 +163,6 @@ def _worker(
     settings: Settings,
     partitions: list[int],
     targets: dict[int, int],
-    limits: dict[str, int],
     done: Synchronized[int],
     results: multiprocessing.Queue[BulkResult],
     parent: int,
@@ -178,7 +177,7 @@ def _worker(
 
     # A worker whose replay died (SIGKILL) stops at its next batch instead of writing on.
     result = asyncio.run(
-        load(settings, partitions, targets, limits, advance, lambda: os.getppid() != parent)
+        load(settings, partitions, targets, advance, lambda: os.getppid() != parent)
     )
     results.put(result)
 
@@ -191,7 +190,6 @@ class Workers:
         settings: Settings,
         shares: list[list[int]],
         targets: dict[int, int],
-        limits: dict[str, int],
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self.done: Synchronized[int] = context.Value("q", 0)
@@ -199,7 +197,7 @@ class Workers:
         self._procs: list[BaseProcess] = [
             context.Process(
                 target=_worker,
-                args=(settings, share, targets, limits, self.done, self._results, os.getpid()),
+                args=(settings, share, targets, self.done, self._results, os.getpid()),
                 name=f"replay-bulk-{i}",
                 daemon=True,
             )

@@ -34,7 +34,6 @@ from services.projector import store
 from services.projector.batch import BatchOutcome
 from services.projector.projection import BATCH_RECORDS, project
 from services.projector.replay import bulk_copy, shadow
-from services.projector.replay.bulk_fold import column_limits
 from services.projector.replay.progress import Progress
 from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record
 from shared.db import make_engine, make_sessionmaker
@@ -126,7 +125,6 @@ class _Replay:
         try:
             async with self.engine.connect() as conn:
                 live = await shadow.live_schema(conn)
-                limits = await column_limits(conn, live)
                 await shadow.create(conn, live)
                 await conn.commit()
             partitions = [
@@ -137,7 +135,7 @@ class _Replay:
             ends = await self.consumer.end_offsets(partitions)
             targets = {tp.partition: end for tp, end in ends.items()}
             with Progress(sum(targets.values()), bar=self.options.progress_bar) as progress:
-                await self._timed("bulk", self._bulk(targets, limits, progress))
+                await self._timed("bulk", self._bulk(targets, progress))
                 await self._timed("indexes", self._indexes(live))
                 old = await self._timed("swap", self._catch_up_and_swap(live, progress))
                 progress.log("replay progress")
@@ -178,17 +176,15 @@ class _Replay:
         if self.stop.is_set():
             raise ReplayInterrupted("stopped before the swap; the live tables are as they were")
 
-    async def _bulk(
-        self, targets: dict[int, int], limits: dict[str, int], progress: Progress
-    ) -> None:
+    async def _bulk(self, targets: dict[int, int], progress: Progress) -> None:
         partitions = sorted(self.positions)
         groups = bulk_copy.shares(partitions, self.options.workers)
         if len(groups) == 1:
             result = await bulk_copy.load(
-                self.settings, partitions, targets, limits, progress.advance, self.stop.is_set
+                self.settings, partitions, targets, progress.advance, self.stop.is_set
             )
         else:
-            result = await self._bulk_in_workers(groups, targets, limits, progress)
+            result = await self._bulk_in_workers(groups, targets, progress)
         self.positions = result.positions
         self.stats.consume.add(result.stats)
         self.stats.jobs = result.jobs
@@ -209,10 +205,9 @@ class _Replay:
         self,
         groups: list[list[int]],
         targets: dict[int, int],
-        limits: dict[str, int],
         progress: Progress,
     ) -> bulk_copy.BulkResult:
-        workers = bulk_copy.Workers(self.settings, groups, targets, limits)
+        workers = bulk_copy.Workers(self.settings, groups, targets)
         workers.start()
         try:
             seen = 0
