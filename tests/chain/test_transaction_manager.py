@@ -9,15 +9,19 @@ Signing keys here are anvil's public dev keys (localinfra/dev_keys.py), public t
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 from eth_utils import keccak
 
 from localinfra.anvil import LocalAnvil
@@ -34,7 +38,8 @@ from services.executor.chain.records import (
     Refused,
 )
 from services.executor.chain.rpc import JsonRpc
-from tests.chain.fixtures import AnvilFactory
+from tests.chain.fixtures import REPO, AnvilFactory
+from tests.stack import free_port
 from tests.tcp_proxy import TcpProxy
 
 AKAVE_CONTRACTS = Path("/work/shared/akave-contracts")
@@ -45,7 +50,7 @@ GWEI = 10**9
 
 
 def deploy_storage(chain: LocalAnvil) -> str:
-    """The Storage contract's address on `chain`."""
+    """Deploy Akave's Storage (behind its proxy) on `chain`; its address."""
     if not (AKAVE_CONTRACTS / "deploy.py").exists():
         pytest.skip(f"no Storage contract to deploy: {AKAVE_CONTRACTS} is missing")
     result = subprocess.run(
@@ -56,6 +61,26 @@ def deploy_storage(chain: LocalAnvil) -> str:
         check=True,
     )
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def storage_state() -> Iterator[tuple[str, str]]:
+    """Storage deployed once; (its address, the chain state to load into each test's chain)."""
+    chain = LocalAnvil(REPO, name=f"tm-deploy-{os.getpid()}", block_time=None)
+    chain.start()
+    try:
+        yield deploy_storage(chain), chain.rpc("anvil_dumpState")
+    finally:
+        chain.stop()
+        shutil.rmtree(chain.dir, ignore_errors=True)
+
+
+def chain_with_storage(
+    anvil_factory: AnvilFactory, state: tuple[str, str], block_time: float | None = None
+) -> tuple[LocalAnvil, str]:
+    chain = anvil_factory(block_time=block_time)
+    chain.rpc("anvil_loadState", state[1])
+    return chain, state[0]
 
 
 class Recorder:
@@ -122,9 +147,10 @@ def bucket_id(name: str, owner: str = ADDRESS) -> str:
 
 
 @pytest.fixture
-async def harness(anvil_factory: AnvilFactory) -> AsyncIterator[Harness]:
-    chain = anvil_factory(block_time=None)
-    h = Harness(chain, deploy_storage(chain))
+async def harness(
+    anvil_factory: AnvilFactory, storage_state: tuple[str, str]
+) -> AsyncIterator[Harness]:
+    h = Harness(*chain_with_storage(anvil_factory, storage_state))
     try:
         yield h
     finally:
@@ -190,3 +216,193 @@ async def test_no_more_than_max_in_flight_transactions_at_once(harness: Harness)
     watcher.cancel()
     assert peak == 4
     assert_created_once(harness, outcomes)
+
+
+async def test_a_transaction_dropped_from_the_mempool_is_sent_again_with_the_same_bytes(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager()
+    harness.chain.set_automine(False)
+    task = asyncio.create_task(manager.create("dropped", harness.journal))
+    await wait_until(lambda: len(harness.journal.attempts) == 1)
+    (attempt,) = harness.journal.attempts
+    await wait_until(lambda: harness.chain.rpc("eth_getTransactionByHash", attempt.tx_hash))
+    harness.chain.drop_transaction(attempt.tx_hash)
+    assert harness.chain.rpc("eth_getTransactionByHash", attempt.tx_hash) is None
+    harness.chain.set_interval_mining(1)
+    outcome = await asyncio.wait_for(task, 30)
+    assert isinstance(outcome, Created) and outcome.tx_hash == attempt.tx_hash
+    assert harness.journal.attempts == [attempt]  # re-sent, never re-signed
+    assert_created_once(harness, {"dropped": outcome})
+
+
+async def test_a_stuck_transaction_is_replaced_with_bumped_fees_and_only_the_replacement_mines(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager(replace_after_blocks=0)
+    harness.chain.set_automine(False)
+    task = asyncio.create_task(manager.create("stuck", harness.journal))
+    await wait_until(lambda: len(harness.journal.attempts) == 1)
+    original = harness.journal.attempts[0]
+    await wait_until(lambda: harness.chain.rpc("eth_getTransactionByHash", original.tx_hash))
+    harness.chain.set_next_block_base_fee(3 * original.max_fee_per_gas)
+    harness.chain.set_interval_mining(1)
+    outcome = await asyncio.wait_for(task, 30)
+    attempts = harness.journal.of("stuck")
+    assert len(attempts) >= 2
+    assert {a.nonce for a in attempts} == {original.nonce}
+    for before, after in itertools.pairwise(attempts):
+        assert after.max_fee_per_gas >= before.max_fee_per_gas * 1.125
+        assert after.max_priority_fee_per_gas >= before.max_priority_fee_per_gas * 1.125
+    assert isinstance(outcome, Created) and outcome.tx_hash != original.tx_hash
+    assert harness.chain.rpc("eth_getTransactionReceipt", original.tx_hash) is None
+    assert_created_once(harness, {"stuck": outcome})
+
+
+async def test_a_transaction_sent_with_our_key_behind_our_back_resyncs_the_lane(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager()
+    chain = harness.chain
+    chain.set_automine(False)
+    task = asyncio.create_task(manager.create("usurped", harness.journal))
+    await wait_until(lambda: len(harness.journal.attempts) == 1)
+    ours = harness.journal.attempts[0]
+    await wait_until(lambda: chain.rpc("eth_getTransactionByHash", ours.tx_hash))
+    # Someone else signs with our key: a richer transaction at our nonce, and one after it.
+    chain.rpc("eth_sendRawTransaction", self_transfer(chain, ours.nonce, 10 * ours.max_fee_per_gas))
+    chain.rpc("eth_sendRawTransaction", self_transfer(chain, ours.nonce + 1, ours.max_fee_per_gas))
+    chain.set_interval_mining(1)
+    outcome = await asyncio.wait_for(task, 30)
+    assert chain.rpc("eth_getTransactionReceipt", ours.tx_hash) is None
+    attempts = harness.journal.of("usurped")
+    assert attempts[-1].nonce >= ours.nonce + 2  # signed again, past both of theirs
+    assert isinstance(outcome, Created) and outcome.tx_hash == attempts[-1].tx_hash
+    later = await asyncio.wait_for(create_all(manager, ["after-1", "after-2"], harness.journal), 30)
+    assert_created_once(harness, {"usurped": outcome, **later})
+
+
+async def test_an_unfunded_key_pauses_its_lane_and_resumes_once_funded(harness: Harness) -> None:
+    chain = harness.chain
+    chain.set_automine(False)
+    chain.set_interval_mining(1)
+    funds = chain.balance(ADDRESS)
+    chain.set_balance(ADDRESS, 0)
+    manager = await harness.manager(insufficient_funds_wait_s=3.0)
+    refused = await asyncio.wait_for(manager.create("refused", harness.journal), 20)
+    assert isinstance(refused, Refused) and refused.code == "insufficient_funds"
+    (lane,) = manager.status()
+    assert lane.paused and lane.balance_wei == 0
+
+    task = asyncio.create_task(manager.create("patient", harness.journal))
+    await asyncio.sleep(0.5)
+    assert not task.done() and manager.status()[0].paused
+    chain.set_balance(ADDRESS, funds)
+    outcome = await asyncio.wait_for(task, 30)
+    assert not manager.status()[0].paused
+    assert_created_once(harness, {"patient": outcome})
+    # The refused create's nonce was left unused: a self-transfer filled the gap.
+    refused_nonce = harness.journal.of("refused")[0].nonce
+    assert harness.journal.of("patient")[0].nonce == refused_nonce + 1
+    await wait_until(lambda: chain.nonce(ADDRESS) == refused_nonce + 2)
+
+
+async def test_an_rpc_outage_fails_nothing_and_signs_nothing_again(
+    anvil_factory: AnvilFactory, storage_state: tuple[str, str]
+) -> None:
+    chain, contract = chain_with_storage(anvil_factory, storage_state, block_time=1.0)
+    proxy = TcpProxy("127.0.0.1", chain.port, free_port())
+    proxy.start()
+    h = Harness(chain, contract, rpc_url=f"http://127.0.0.1:{proxy.port}")
+    try:
+        manager = await h.manager()
+        first = await asyncio.wait_for(manager.create("before", h.journal), 20)
+        proxy.cut()
+        names = [f"during-{i}" for i in range(5)]
+        task = asyncio.create_task(create_all(manager, names, h.journal))
+        await asyncio.sleep(5.0)
+        assert not task.done()
+        proxy.restore()
+        outcomes = await asyncio.wait_for(task, 30)
+        for name in names:
+            assert len(h.journal.of(name)) == 1  # signed once, sent when the node came back
+        assert_created_once(h, {"before": first, **outcomes})
+    finally:
+        await h.close()
+        proxy.stop()
+
+
+async def test_a_reorg_of_mined_transactions_puts_them_back_and_each_completes_once(
+    harness: Harness,
+) -> None:
+    chain = harness.chain
+    manager = await harness.manager(confirmations=3)
+    chain.mine(3)  # history of this chain's own (a reorg cannot reach into loaded state)
+    chain.set_automine(False)
+    names = [f"reorged-{i}" for i in range(3)]
+    task = asyncio.create_task(create_all(manager, names, harness.journal))
+    await wait_until(lambda: len(harness.journal.attempts) == 3)
+    hashes = [a.tx_hash for a in harness.journal.attempts]
+    await wait_until(lambda: all(chain.rpc("eth_getTransactionByHash", h) for h in hashes))
+    chain.mine(1)
+    assert all(chain.rpc("eth_getTransactionReceipt", h) for h in hashes)
+    await asyncio.sleep(0.5)  # the watcher sees them mined, not yet confirmed
+    chain.reorg(2)
+    assert not any(chain.rpc("eth_getTransactionReceipt", h) for h in hashes)
+    await wait_until(lambda: all(chain.rpc("eth_getTransactionByHash", h) for h in hashes))
+    chain.set_interval_mining(1)
+    outcomes = await asyncio.wait_for(task, 30)
+    assert len(harness.journal.attempts) == 3  # the same bytes came back, nothing re-signed
+    assert_created_once(harness, outcomes)
+
+
+async def test_a_new_manager_resolves_recorded_attempts_without_signing_new_creates(
+    harness: Harness,
+) -> None:
+    chain = harness.chain
+    chain.set_automine(False)
+    crashed = await harness.manager()
+    hang = asyncio.Event()
+
+    async def record_then_crash(attempt: Attempt) -> None:
+        harness.journal.attempts.append(attempt)
+        await hang.wait()  # recorded, never broadcast: the process dies here
+
+    names = [f"resumed-{i}" for i in range(6)]
+    first = asyncio.create_task(crashed.create(names[0], record_then_crash))
+    await wait_until(lambda: len(harness.journal.attempts) == 1)
+    rest = [asyncio.create_task(crashed.create(n, harness.journal)) for n in names[1:]]
+    await wait_until(lambda: len(harness.journal.attempts) == 6)
+    sent = harness.journal.of(names[1])[0].tx_hash
+    await wait_until(lambda: chain.rpc("eth_getTransactionByHash", sent))
+    chain.drop_transaction(harness.journal.of(names[2])[0].tx_hash)  # lost with the mempool
+    for task in [first, *rest]:
+        task.cancel()
+    await crashed.close()
+    chain.mine(1)  # what the node had (behind the gap at names[0]'s nonce: nothing yet)
+
+    recorded = {name: harness.journal.of(name) for name in names}
+    restarted = await harness.manager()
+    chain.set_interval_mining(1)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(restarted.resume(recorded[n], harness.journal) for n in names)), 30
+    )
+    for name, outcome in zip(names, outcomes, strict=True):
+        assert {a.nonce for a in harness.journal.of(name)} == {recorded[name][0].nonce}
+        assert isinstance(outcome, Created)
+    assert_created_once(harness, dict(zip(names, outcomes, strict=True)))
+
+
+def self_transfer(chain: LocalAnvil, nonce: int, fee_cap: int) -> str:
+    """A transaction signed with the manager's key outside the manager (a dev key: public)."""
+    tx = {
+        "type": 2,
+        "chainId": chain.chain_id,
+        "nonce": nonce,
+        "to": ADDRESS,
+        "value": 0,
+        "gas": 21_000,
+        "maxFeePerGas": fee_cap,
+        "maxPriorityFeePerGas": fee_cap // 2,
+    }
+    return "0x" + Account.sign_transaction(tx, KEY).raw_transaction.hex()

@@ -107,6 +107,7 @@ class InFlight:
     mined: tuple[Attempt, dict[str, Any]] | None = None
     consumed_checks: int = 0
     resolving: bool = False
+    unfunded_since: float | None = None  # first refused for lack of funds (monotonic clock)
 
 
 @dataclass(frozen=True)
@@ -193,13 +194,14 @@ class Lane:
     # -- signing and sending ---------------------------------------------------------------
 
     async def _wait_for_funds(self) -> Refused | None:
-        while self._paused_since is not None:
-            left = self._config.insufficient_funds_wait_s - (time.monotonic() - self._paused_since)
-            try:
-                async with asyncio.timeout(max(left, 0)):
-                    await self._funded.wait()
-            except TimeoutError:
-                return self._refusal()
+        """While the lane is paused: wait for funds, up to the wait for each caller."""
+        if self._paused_since is None:
+            return None
+        try:
+            async with asyncio.timeout(self._config.insufficient_funds_wait_s):
+                await self._funded.wait()
+        except TimeoutError:
+            return self._refusal()
         return None
 
     def _refusal(self) -> Refused:
@@ -301,6 +303,8 @@ class Lane:
             verdict = classify(exc.message)
             if verdict is SendVerdict.INSUFFICIENT_FUNDS:
                 tx.sent = False
+                if tx.unfunded_since is None:
+                    tx.unfunded_since = time.monotonic()
                 self._pause(exc.message)
                 return
             if verdict is SendVerdict.UNDERPRICED:
@@ -313,6 +317,7 @@ class Lane:
             )
         tx.sent = tx.accepted = True
         tx.underpriced = False
+        tx.unfunded_since = None
 
     def _pause(self, reason: str) -> None:
         if self._paused_since is None:
@@ -523,11 +528,11 @@ class Lane:
         if balance >= need:
             self._unpause()
             return
-        assert self._paused_since is not None
-        if time.monotonic() - self._paused_since < self._config.insufficient_funds_wait_s:
-            return
+        now = time.monotonic()
         for tx in unsent:  # never accepted anywhere: its nonce becomes a gap to fill later
-            if tx.accepted or tx.create is None:
+            if tx.accepted or tx.create is None or tx.unfunded_since is None:
+                continue
+            if now - tx.unfunded_since < self._config.insufficient_funds_wait_s:
                 continue
             del self._txs[tx.nonce]
             tx.create.nonces.discard(tx.nonce)
