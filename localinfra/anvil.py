@@ -2,8 +2,9 @@
 
 `@foundry-rs/anvil-linux-amd64` ships the `anvil` binary inside the npm package, so npm (on our
 machines and in CI) is all it takes: `ensure_binary()` installs the pinned version once into
-`.local/anvil/npm/`. Each named chain keeps its files in `.local/anvil/<name>/` (log, pid and,
-when asked, the state file), so a dev chain and test chains run side by side on different ports.
+`.local/anvil/npm/` (see localinfra/npm.py). Each named chain keeps its files in
+`.local/anvil/<name>/` (log, pid and, when asked, the state file), so a dev chain and test
+chains run side by side on different ports.
 
 Block time: `None` mines one block per transaction (automine, for fast unit tests); a number
 mines a block every that many seconds whether or not there are transactions (the dev run, the
@@ -18,10 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -33,10 +32,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from localinfra.npm import NpmError, ensure_package
+
 HOST = "127.0.0.1"
 ANVIL_VERSION = "1.7.1"
 NPM_PACKAGE = "@foundry-rs/anvil-linux-amd64"
-NPM_TIMEOUT_S = 600
 DEV_CHAIN_ID = 31337  # anvil's default
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only calls it
@@ -57,60 +57,35 @@ class RpcError(AnvilError):
         self.data = data
 
 
-def install_dir(root: Path) -> Path:
-    return Path(root).resolve() / ".local" / "anvil" / "npm"
-
-
-def anvil_binary(root: Path) -> Path:
-    return install_dir(root) / "node_modules" / NPM_PACKAGE / "bin" / "anvil"
-
-
 def ensure_binary(root: Path) -> Path:
-    """Install the pinned anvil from npm once; afterwards this is one version-stamp check.
+    """The pinned anvil binary, installed from npm into `.local/anvil/npm` the first time."""
+    try:
+        return ensure_package(
+            Path(root).resolve() / ".local" / "anvil", NPM_PACKAGE, ANVIL_VERSION, "bin/anvil",
+            _check_binary,
+        )  # fmt: skip
+    except NpmError as exc:
+        raise AnvilError(str(exc)) from exc
 
-    npm fills a scratch folder that replaces npm/ only when complete (an interrupted install
-    never leaves half a package), under a lock for parallel test workers.
-    """
-    target = install_dir(root)
-    stamp = target.parent / "npm.stamp"
-    if _installed(target, stamp):
-        return anvil_binary(root)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / "npm.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _installed(target, stamp):
-            return anvil_binary(root)
-        npm = shutil.which("npm")
-        if npm is None:
-            raise AnvilError("npm is not on PATH; install Node.js: apt-get install npm")
-        scratch = target.parent / "npm.partial"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        cmd = [npm, "install", "--prefix", str(scratch), "--no-save", "--no-audit", "--no-fund",
-               "--loglevel=error", f"{NPM_PACKAGE}@{ANVIL_VERSION}"]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
-        binary = scratch / "node_modules" / NPM_PACKAGE / "bin" / "anvil"
-        if result.returncode != 0 or not binary.is_file():
-            output = (result.stdout + result.stderr)[-4000:]
-            raise AnvilError(f"installing {NPM_PACKAGE}@{ANVIL_VERSION} with npm failed:\n{output}")
-        binary.chmod(binary.stat().st_mode | 0o111)
-        version = _binary_version(binary)
-        if ANVIL_VERSION not in version:
-            raise AnvilError(f"npm installed anvil {version!r}, expected {ANVIL_VERSION}")
-        shutil.rmtree(target, ignore_errors=True)
-        scratch.rename(target)
-        stamp.write_text(ANVIL_VERSION)
-    return anvil_binary(root)
+
+def _check_binary(binary: Path) -> None:
+    binary.chmod(binary.stat().st_mode | 0o111)
+    result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    version = (result.stdout or result.stderr).strip()
+    if ANVIL_VERSION not in version:
+        raise NpmError(f"npm installed anvil {version!r}, expected {ANVIL_VERSION}")
 
 
 class LocalAnvil:
     """One named local chain; `start()`/`stop()` may alternate any number of times.
 
-    `port=None` picks a free port on each start. `fresh=True` deletes the state file on the
-    first `start()` only. The process leads its own process group and, when started from the
-    main thread, gets SIGTERM if this Python process dies (PR_SET_PDEATHSIG), so a crashed
-    test run leaves no chain behind. (The signal follows the *thread* that started it, hence
-    main thread only; from another thread only `stop()` and the process group remain.)
+    `port=None` picks a free port on the first start and keeps it for restarts (an outage
+    test stops the chain and starts it again where its clients expect it). `fresh=True`
+    deletes the state file on the first `start()` only. The process leads its own process
+    group and, when started from the main thread, gets SIGTERM if this Python process dies
+    (PR_SET_PDEATHSIG), so a crashed test run leaves no chain behind. (The signal follows the
+    *thread* that started it, hence main thread only; from another thread only `stop()` and
+    the process group remain, and the next `start()` of the same name ends the orphan.)
     """
 
     def __init__(
@@ -127,7 +102,6 @@ class LocalAnvil:
     ) -> None:
         self.root = Path(root).resolve()
         self.name = name
-        self.requested_port = port
         self.port = port or 0
         self.block_time = block_time
         self.state_file = Path(state_file).resolve() if state_file is not None else None
@@ -173,7 +147,7 @@ class LocalAnvil:
                 self.state_file.unlink(missing_ok=True)
             self.fresh = False  # later restarts keep the state
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.requested_port or _free_port()
+        self.port = self.port or _free_port()  # kept across restarts: clients reconnect
         if _port_open(self.port):
             raise AnvilError(f"port {self.port} is already in use by another process")
         if self.log_file.exists():
@@ -353,19 +327,6 @@ class LocalAnvil:
                     ) from exc
         self.pid_file.unlink(missing_ok=True)
         self._proc = None
-
-
-def _installed(target: Path, stamp: Path) -> bool:
-    try:
-        binary = target / "node_modules" / NPM_PACKAGE / "bin" / "anvil"
-        return stamp.read_text().strip() == ANVIL_VERSION and binary.is_file()
-    except OSError:
-        return False
-
-
-def _binary_version(binary: Path) -> str:
-    result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
-    return (result.stdout or result.stderr).strip()
 
 
 def _seconds(value: float) -> str:

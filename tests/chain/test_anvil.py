@@ -4,6 +4,7 @@ lever the chain tests rely on, keeps state across restarts, and leaves no proces
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -159,9 +160,11 @@ def test_state_survives_a_clean_restart(anvil_factory: AnvilFactory, tmp_path: P
     chain.set_balance(address, 4242)
     chain.mine(3)
     height = chain.block_number()
+    url = chain.rpc_url
     chain.stop()
     assert chain.pid is None
     chain.start()
+    assert chain.rpc_url == url  # same port: clients reconnect to the restarted chain
     assert chain.block_number() == height
     assert chain.balance(address) == 4242
 
@@ -197,4 +200,7 @@ def test_a_dying_parent_takes_its_chain_along() -> None:
         check=True,
     )
     pid = int(out.stdout.strip())
-    assert wait_gone(pid), f"anvil {pid} outlived the process that started it"
+    try:
+        assert wait_gone(pid), f"anvil {pid} outlived the process that started it"
+    finally:
+        shutil.rmtree(REPO / ".local" / "anvil" / name, ignore_errors=True)
