@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -25,8 +20,9 @@ from eth_account import Account
 from eth_utils import keccak
 
 from localinfra.anvil import LocalAnvil
+from localinfra.chain import deploy_storage
 from localinfra.dev_keys import DEV_ACCOUNTS
-from services.executor.chain import storage_contract
+from services.executor.chain import reverts
 from services.executor.chain.keys import SigningKey
 from services.executor.chain.lane import LaneConfig
 from services.executor.chain.manager import TransactionManager
@@ -38,49 +34,21 @@ from services.executor.chain.records import (
     Refused,
 )
 from services.executor.chain.rpc import JsonRpc
-from tests.chain.fixtures import REPO, AnvilFactory
+from tests.chain.fixtures import AnvilFactory
 from tests.stack import free_port
 from tests.tcp_proxy import TcpProxy
 
-AKAVE_CONTRACTS = Path("/work/shared/akave-contracts")
-DEPLOYER_KEY = DEV_ACCOUNTS[9][1]  # deploys; never signs creates
 KEY = DEV_ACCOUNTS[1][1]
 ADDRESS = DEV_ACCOUNTS[1][0]
 GWEI = 10**9
 
 
-def deploy_storage(chain: LocalAnvil) -> str:
-    """Deploy Akave's Storage (behind its proxy) on `chain`; its address."""
-    if not (AKAVE_CONTRACTS / "deploy.py").exists():
-        pytest.skip(f"no Storage contract to deploy: {AKAVE_CONTRACTS} is missing")
-    result = subprocess.run(
-        [sys.executable, str(AKAVE_CONTRACTS / "deploy.py"), chain.rpc_url, DEPLOYER_KEY],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def storage_state() -> Iterator[tuple[str, str]]:
-    """Storage deployed once; (its address, the chain state to load into each test's chain)."""
-    chain = LocalAnvil(REPO, name=f"tm-deploy-{os.getpid()}", block_time=None)
-    chain.start()
-    try:
-        yield deploy_storage(chain), chain.rpc("anvil_dumpState")
-    finally:
-        chain.stop()
-        shutil.rmtree(chain.dir, ignore_errors=True)
-
-
 def chain_with_storage(
-    anvil_factory: AnvilFactory, state: tuple[str, str], block_time: float | None = None
+    anvil_factory: AnvilFactory, block_time: float | None = None
 ) -> tuple[LocalAnvil, str]:
+    """A chain of the test's own with our Storage contract on it."""
     chain = anvil_factory(block_time=block_time)
-    chain.rpc("anvil_loadState", state[1])
-    return chain, state[0]
+    return chain, deploy_storage(chain)
 
 
 class Recorder:
@@ -136,7 +104,7 @@ class Harness:
                 "address": self.contract,
                 "fromBlock": "0x0",
                 "toBlock": "latest",
-                "topics": [storage_contract.CREATE_BUCKET_TOPIC],
+                "topics": [reverts.CREATE_BUCKET_TOPIC],
             },
         )
         return Counter(entry["topics"][1] for entry in logs)
@@ -147,10 +115,8 @@ def bucket_id(name: str, owner: str = ADDRESS) -> str:
 
 
 @pytest.fixture
-async def harness(
-    anvil_factory: AnvilFactory, storage_state: tuple[str, str]
-) -> AsyncIterator[Harness]:
-    h = Harness(*chain_with_storage(anvil_factory, storage_state))
+async def harness(anvil_factory: AnvilFactory) -> AsyncIterator[Harness]:
+    h = Harness(*chain_with_storage(anvil_factory))
     try:
         yield h
     finally:
@@ -174,7 +140,9 @@ def assert_created_once(h: Harness, outcomes: dict[str, Outcome]) -> None:
     assert sum(logs.values()) == len(outcomes)
 
 
-async def create_all(manager: TransactionManager, names: list[str], journal: Recorder) -> dict[str, Outcome]:
+async def create_all(
+    manager: TransactionManager, names: list[str], journal: Recorder
+) -> dict[str, Outcome]:
     results = await asyncio.gather(*(manager.create(name, journal) for name in names))
     return dict(zip(names, results, strict=True))
 
@@ -308,9 +276,9 @@ async def test_an_unfunded_key_pauses_its_lane_and_resumes_once_funded(harness: 
 
 
 async def test_an_rpc_outage_fails_nothing_and_signs_nothing_again(
-    anvil_factory: AnvilFactory, storage_state: tuple[str, str]
+    anvil_factory: AnvilFactory,
 ) -> None:
-    chain, contract = chain_with_storage(anvil_factory, storage_state, block_time=1.0)
+    chain, contract = chain_with_storage(anvil_factory, block_time=1.0)
     proxy = TcpProxy("127.0.0.1", chain.port, free_port())
     proxy.start()
     h = Harness(chain, contract, rpc_url=f"http://127.0.0.1:{proxy.port}")
@@ -337,7 +305,6 @@ async def test_a_reorg_of_mined_transactions_puts_them_back_and_each_completes_o
 ) -> None:
     chain = harness.chain
     manager = await harness.manager(confirmations=3)
-    chain.mine(3)  # history of this chain's own (a reorg cannot reach into loaded state)
     chain.set_automine(False)
     names = [f"reorged-{i}" for i in range(3)]
     task = asyncio.create_task(create_all(manager, names, harness.journal))

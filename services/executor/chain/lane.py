@@ -29,14 +29,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_abi import encode
+from eth_utils import to_checksum_address
 
 from services.executor import errors
 from services.executor.chain import fees as fee_rules
-from services.executor.chain import storage_contract
+from services.executor.chain import reverts
 from services.executor.chain.keys import SigningKey
 from services.executor.chain.records import (
     CREATE,
@@ -126,7 +127,7 @@ class Lane:
         self.address = key.address
         self._rpc = rpc
         self._head = head
-        self._config = config
+        self._config = replace(config, contract=to_checksum_address(config.contract))
         self._slots = InFlightSlots(config.max_in_flight)
         self._allocation = asyncio.Lock()
         self._next: int | None = None
@@ -163,7 +164,9 @@ class Lane:
     async def resume(self, attempts: Sequence[Attempt], journal: Journal) -> Outcome:
         """Follow a create's recorded attempts (any nonces) to their outcome, signing nothing
         new unless every nonce they used is taken by some other transaction."""
-        create = Create(attempts[0].bucket_name, journal, asyncio.get_running_loop().create_future())
+        create = Create(
+            attempts[0].bucket_name, journal, asyncio.get_running_loop().create_future()
+        )
         self._slots.take()
         create.future.add_done_callback(lambda _: self._slots.release())
         by_nonce: dict[int, list[Attempt]] = {}
@@ -263,7 +266,12 @@ class Lane:
 
     def _sign(self, nonce: int, name: str, offer: fee_rules.Fees) -> Attempt:
         if name:
-            to, data, gas, kind = self._config.contract, create_call(name), self._config.create_gas, CREATE
+            to, data, gas, kind = (
+                self._config.contract,
+                create_call(name),
+                self._config.create_gas,
+                CREATE,
+            )
         else:
             to, data, gas, kind = self.address, "0x", FILL_GAS, FILL
         signed = self.key.sign(
@@ -368,7 +376,9 @@ class Lane:
         for (tx, attempt), receipt in zip(snapshot.receipt_keys, receipts, strict=True):
             if receipt is not None and id(tx) not in receipt_of:
                 receipt_of[id(tx)] = (attempt, receipt)
-        pooled = {id(tx) for (tx, _), found in zip(snapshot.pool_keys, in_pool, strict=True) if found}
+        pooled = {
+            id(tx) for (tx, _), found in zip(snapshot.pool_keys, in_pool, strict=True) if found
+        }
 
         if self._paused_since is not None:
             self._after_pause_check(balance)
@@ -458,7 +468,9 @@ class Lane:
         try:
             outcome = await self._outcome(attempt, receipt)
         except (RpcUnavailable, RpcError) as exc:
-            log.warning("reading a revert failed; trying again next block", extra={"error": str(exc)})
+            log.warning(
+                "reading a revert failed; trying again next block", extra={"error": str(exc)}
+            )
             return
         finally:
             tx.resolving = False
@@ -472,13 +484,15 @@ class Lane:
     async def _outcome(self, attempt: Attempt, receipt: dict[str, Any]) -> Outcome:
         block = int(receipt["blockNumber"], 16)
         if int(receipt["status"], 16) == 1:
-            return Created(attempt.tx_hash, block, created_bucket_id(receipt, self._config.contract))
+            return Created(
+                attempt.tx_hash, block, created_bucket_id(receipt, self._config.contract)
+            )
         if attempt.kind == FILL:
             return Reverted(attempt.tx_hash, block, "fill reverted")
         error = await self._revert_reason(attempt, receipt)
-        if error == storage_contract.BUCKET_ALREADY_EXISTS:
+        if error == reverts.BUCKET_ALREADY_EXISTS:
             return AlreadyExists(attempt.tx_hash, block)
-        return Reverted(attempt.tx_hash, block, storage_contract.revert_name(error))
+        return Reverted(attempt.tx_hash, block, reverts.revert_name(error))
 
     async def _revert_reason(self, attempt: Attempt, receipt: dict[str, Any]) -> str:
         """The revert data, from the same call re-run at the block that mined it."""
@@ -562,7 +576,7 @@ class Lane:
 
 def create_call(name: str) -> str:
     """Calldata of `createBucket(name)`."""
-    return storage_contract.selector("createBucket(string)") + encode(["string"], [name]).hex()
+    return reverts.CREATE_BUCKET + encode(["string"], [name]).hex()
 
 
 def created_bucket_id(receipt: dict[str, Any], contract: str) -> str | None:
@@ -570,7 +584,7 @@ def created_bucket_id(receipt: dict[str, Any], contract: str) -> str | None:
         topics = entry.get("topics", [])
         if (
             topics
-            and topics[0].lower() == storage_contract.CREATE_BUCKET_TOPIC
+            and topics[0].lower() == reverts.CREATE_BUCKET_TOPIC
             and entry.get("address", "").lower() == contract.lower()
         ):
             return str(topics[1]).lower() if len(topics) > 1 else None
@@ -584,4 +598,3 @@ async def _run_all(actions: Sequence[Awaitable[None]]) -> None:
             continue
         if isinstance(result, BaseException):
             log.error("a lane action failed", exc_info=result)
-

@@ -121,4 +121,3 @@ class TransactionManager:
         if not isinstance(tip, RpcError):
             self.head.tip = int(tip, 16)
         await asyncio.gather(*(lane.on_block(answers[a:b]) for lane, a, b in spans))
-
