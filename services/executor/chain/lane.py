@@ -484,9 +484,12 @@ class Lane:
     async def _outcome(self, attempt: Attempt, receipt: dict[str, Any]) -> Outcome:
         block = int(receipt["blockNumber"], 16)
         if int(receipt["status"], 16) == 1:
-            return Created(
-                attempt.tx_hash, block, created_bucket_id(receipt, self._config.contract)
-            )
+            if attempt.kind == FILL:
+                return Created(attempt.tx_hash, block, None)
+            bucket_id = created_bucket_id(receipt, self._config.contract)
+            if bucket_id is None:  # e.g. no contract at that address: nothing was created
+                return Reverted(attempt.tx_hash, block, "mined without a CreateBucket log")
+            return Created(attempt.tx_hash, block, bucket_id)
         if attempt.kind == FILL:
             return Reverted(attempt.tx_hash, block, "fill reverted")
         error = await self._revert_reason(attempt, receipt)
