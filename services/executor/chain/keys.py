@@ -11,12 +11,15 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from shared.secret_files import read_secret_file
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,12 @@ class SigningKey:
     """A private key that signs locally; never printed (its repr shows the address only)."""
 
     def __init__(self, private_key: str) -> None:
-        self._account: LocalAccount = Account.from_key(private_key.strip())
-        self.address: str = self._account.address
+        try:
+            account: LocalAccount = Account.from_key(private_key.strip())
+        except Exception:
+            raise ValueError("a signing key is not a valid secp256k1 private key") from None
+        self._account = account
+        self.address: str = account.address
 
     def sign(self, transaction: dict[str, Any]) -> Signed:
         signed = self._account.sign_transaction(transaction)
@@ -47,6 +54,24 @@ def read_key_pool(path: Path) -> list[str]:
     keys = [key for key in keys if key and not key.startswith("#")]
     if not keys:
         raise ValueError("CHAIN_KEY_POOL_FILE holds no key")
+    return keys
+
+
+def keys_from_settings(settings: Settings) -> list[SigningKey]:
+    """CHAIN_KEY_POOL_FILE's keys if set, else the one key of AKAVE_PRIVATE_KEY(_FILE)."""
+    if settings.chain_key_pool_file is not None:
+        secrets = read_key_pool(settings.chain_key_pool_file)
+    else:
+        key = settings.private_key()
+        if not key:
+            raise ValueError(
+                "AKAVE_BACKEND=evm needs a signing key: set AKAVE_PRIVATE_KEY, "
+                "AKAVE_PRIVATE_KEY_FILE, or CHAIN_KEY_POOL_FILE"
+            )
+        secrets = [key]
+    keys = [SigningKey(secret) for secret in secrets]
+    if len({key.address for key in keys}) != len(keys):
+        raise ValueError("CHAIN_KEY_POOL_FILE names the same key twice")
     return keys
 
 
