@@ -18,8 +18,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from eth_abi import decode, encode
-from eth_utils import to_checksum_address
+from eth_abi.abi import decode, encode
+from eth_utils.address import to_checksum_address
 
 from services.executor import errors
 from services.executor.backends.base import BackendError, ChainBucket, CreatedBucket

@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from eth_abi import encode
-from eth_utils import to_checksum_address
+from eth_abi.abi import encode
+from eth_utils.address import to_checksum_address
 
 from services.executor import errors
 from services.executor.chain import fees as fee_rules
@@ -46,6 +46,7 @@ from services.executor.chain.records import (
     Attempt,
     Created,
     Journal,
+    Kind,
     LaneStatus,
     Outcome,
     Refused,
@@ -265,15 +266,11 @@ class Lane:
         return self._head.base_fee
 
     def _sign(self, nonce: int, name: str, offer: fee_rules.Fees) -> Attempt:
+        kind: Kind = CREATE if name else FILL
         if name:
-            to, data, gas, kind = (
-                self._config.contract,
-                create_call(name),
-                self._config.create_gas,
-                CREATE,
-            )
+            to, data, gas = self._config.contract, create_call(name), self._config.create_gas
         else:
-            to, data, gas, kind = self.address, "0x", FILL_GAS, FILL
+            to, data, gas = self.address, "0x", FILL_GAS
         signed = self.key.sign(
             {
                 "type": 2,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from services.executor.chain.keys import SigningKey, key_for
 from services.executor.chain.lane import Head, Lane, LaneConfig
 from services.executor.chain.records import Attempt, Journal, LaneStatus, Outcome
-from services.executor.chain.rpc import JsonRpc, RpcError, RpcUnavailable
+from services.executor.chain.rpc import JsonRpc, Request, RpcError, RpcUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class TransactionManager:
         if block is None or block["hash"] == self.head.hash:
             return
         lanes = list(self._lanes.values())
-        queries = [("eth_maxPriorityFeePerGas", ())]
+        queries: list[Request] = [("eth_maxPriorityFeePerGas", ())]
         spans: list[tuple[Lane, int, int]] = []
         for lane in lanes:
             lane_queries = lane.queries()

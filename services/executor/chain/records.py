@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-CREATE = "create"
-FILL = "fill"  # a 0-value self-transfer that fills a nonce gap; never recorded
+CREATE: Literal["create"] = "create"
+FILL: Literal["fill"] = "fill"  # a 0-value self-transfer that fills a nonce gap; never recorded
+Kind = Literal["create", "fill"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Attempt:
     max_priority_fee_per_gas: int
     gas: int
     bucket_name: str  # "" for a fill
-    kind: Literal["create", "fill"] = CREATE
+    kind: Kind = CREATE
 
 
 Journal = Callable[[Attempt], Awaitable[None]]

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from shared import storage_contract
 
@@ -14,9 +15,8 @@ def selector(signature: str) -> str:
     return "0x" + keccak(text=signature)[:4].hex()
 
 
-def _signature(entry: dict[str, object]) -> str:
-    inputs = entry.get("inputs") or []
-    types = ",".join(str(arg["type"]) for arg in inputs)  # type: ignore[index, union-attr]
+def _signature(entry: dict[str, Any]) -> str:
+    types = ",".join(str(arg["type"]) for arg in entry.get("inputs") or [])
     return f"{entry['name']}({types})"
 
 
