@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -108,7 +108,7 @@ class InFlight:
     underpriced: bool = False
     mined: tuple[Attempt, dict[str, Any]] | None = None
     consumed_checks: int = 0
-    resolving: bool = False
+    busy: bool = False  # an action of a block (send, replace, resolve) is still running
     unfunded_since: float | None = None  # first refused for lack of funds (monotonic clock)
 
 
@@ -140,6 +140,7 @@ class Lane:
         self._pause_reason: str | None = None
         self._balance: int | None = None
         self._snapshot: _Snapshot | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- callers ---------------------------------------------------------------------------
 
@@ -379,17 +380,41 @@ class Lane:
 
         if self._paused_since is not None:
             self._after_pause_check(balance)
-        actions: list[Awaitable[None]] = []
         for tx in snapshot.txs:
-            if self._txs.get(tx.nonce) is not tx or tx.resolving:
+            if self._txs.get(tx.nonce) is not tx or tx.busy:
                 continue
             if id(tx) not in snapshot.sent and tx.sent:
                 continue  # sent while the questions were out: their answers predate it
             action = self._step(tx, receipt_of.get(id(tx)), mined_count, id(tx) in pooled)
             if action is not None:
-                actions.append(action)
-        actions.extend(self._fill_gaps(pending_count, mined_count))
-        await _run_all(actions)
+                self._start(tx, action)
+        for tx in self._fill_gaps(pending_count, mined_count):
+            self._start(tx, self._send(tx, tx.attempts[-1]))
+
+    def _start(self, tx: InFlight, action: Coroutine[Any, Any, None]) -> None:
+        """Run one block's action for `tx` in the background: the watcher never waits for a
+        journal or a send, and a transaction has at most one action at a time."""
+        tx.busy = True
+
+        async def run() -> None:
+            try:
+                await action
+            except RpcUnavailable:
+                pass
+            except Exception:
+                log.exception("a lane action failed", extra={"nonce": tx.nonce})
+            finally:
+                tx.busy = False
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop this lane's running actions (the transactions themselves stay on the chain)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _step(
         self,
@@ -397,7 +422,7 @@ class Lane:
         found: tuple[Attempt, dict[str, Any]] | None,
         mined_count: int,
         pooled: bool,
-    ) -> Awaitable[None] | None:
+    ) -> Coroutine[Any, Any, None] | None:
         if found is not None:
             attempt, receipt = found
             tx.mined = found
@@ -461,7 +486,6 @@ class Lane:
         await self._send(tx, attempt)
 
     async def _resolve(self, tx: InFlight, attempt: Attempt, receipt: dict[str, Any]) -> None:
-        tx.resolving = True
         try:
             outcome = await self._outcome(attempt, receipt)
         except (RpcUnavailable, RpcError) as exc:
@@ -469,8 +493,6 @@ class Lane:
                 "reading a revert failed; trying again next block", extra={"error": str(exc)}
             )
             return
-        finally:
-            tx.resolving = False
         if self._txs.get(tx.nonce) is tx:
             del self._txs[tx.nonce]
         if tx.create is not None:
@@ -553,7 +575,9 @@ class Lane:
             if not tx.create.nonces and not tx.create.future.done():
                 tx.create.future.set_result(self._refusal())
 
-    def _fill_gaps(self, pending_count: int, mined_count: int) -> list[Awaitable[None]]:
+    def _fill_gaps(self, pending_count: int, mined_count: int) -> list[InFlight]:
+        """Self-transfers, signed and tracked, for the nonces below our lowest in flight that
+        nobody holds (a create refused or never recorded); the caller sends them."""
         waiting = [n for n, tx in self._txs.items() if tx.mined is None]
         if not waiting or self._paused_since is not None:
             return []
@@ -561,17 +585,16 @@ class Lane:
         holes = [
             n for n in range(start, min(waiting)) if n not in self._reserved and n not in self._txs
         ]
-        return [self._fill(nonce) for nonce in holes]
-
-    async def _fill(self, nonce: int) -> None:
-        log.warning("filling a nonce gap with a self-transfer", extra={"nonce": nonce})
         offer = fee_rules.first_offer(
             self._head.base_fee or 0, self._head.tip, self._config.fee_cap_wei
         )
-        attempt = self._sign(nonce, "", offer)
-        tx = InFlight(nonce, None, [attempt])
-        self._txs[nonce] = tx
-        await self._send(tx, attempt)
+        fills = []
+        for nonce in holes:
+            log.warning("filling a nonce gap with a self-transfer", extra={"nonce": nonce})
+            tx = InFlight(nonce, None, [self._sign(nonce, "", offer)])
+            self._txs[nonce] = tx
+            fills.append(tx)
+        return fills
 
 
 def create_call(name: str) -> str:
@@ -589,12 +612,3 @@ def created_bucket_id(receipt: dict[str, Any], contract: str) -> str | None:
         ):
             return str(topics[1]).lower() if len(topics) > 1 else None
     return None
-
-
-async def _run_all(actions: Sequence[Awaitable[None]]) -> None:
-    results = await asyncio.gather(*actions, return_exceptions=True)
-    for result in results:
-        if isinstance(result, RpcUnavailable):
-            continue
-        if isinstance(result, BaseException):
-            log.error("a lane action failed", exc_info=result)

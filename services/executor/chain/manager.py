@@ -46,10 +46,12 @@ class TransactionManager:
             self._watcher = asyncio.create_task(self._watch(), name="chain-block-watcher")
 
     async def close(self) -> None:
+        """Stop watching; transactions in flight stay on the chain, their attempts recorded."""
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
             self._watcher = None
+        await asyncio.gather(*(lane.close() for lane in self._lanes.values()))
 
     @property
     def keys(self) -> list[SigningKey]:
