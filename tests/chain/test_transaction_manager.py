@@ -20,6 +20,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from localinfra.anvil import LocalAnvil
+from localinfra.anvil import RpcError as AnvilRpcError
 from localinfra.chain import deploy_storage
 from localinfra.dev_keys import DEV_ACCOUNTS
 from services.executor.chain import reverts
@@ -32,8 +33,10 @@ from services.executor.chain.records import (
     Created,
     Outcome,
     Refused,
+    Reverted,
 )
 from services.executor.chain.rpc import JsonRpc
+from services.executor.chain.send_errors import SendVerdict, classify
 from tests.chain.fixtures import AnvilFactory
 from tests.stack import free_port
 from tests.tcp_proxy import TcpProxy
@@ -374,3 +377,34 @@ def self_transfer(chain: LocalAnvil, nonce: int, fee_cap: int) -> str:
         "maxPriorityFeePerGas": fee_cap // 2,
     }
     return "0x" + Account.sign_transaction(tx, KEY).raw_transaction.hex()
+
+
+async def test_a_create_that_runs_out_of_gas_fails_with_the_reason(harness: Harness) -> None:
+    manager = await harness.manager(create_gas=60_000)
+    outcome = await asyncio.wait_for(manager.create("starved", harness.journal), 20)
+    assert isinstance(outcome, Reverted) and outcome.error == "out of gas"
+    assert harness.create_logs() == Counter()
+
+
+def test_the_nodes_refusals_are_read_as_the_manager_needs(harness: Harness) -> None:
+    """The words anvil uses, produced live: what a send error means for the attempt."""
+    chain = harness.chain
+    chain.set_automine(False)
+    nonce = chain.nonce(ADDRESS)
+    base_fee = int(chain.rpc("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
+    pending = self_transfer(chain, nonce, 4 * base_fee)
+    chain.rpc("eth_sendRawTransaction", pending)
+
+    def refusal(raw: str) -> SendVerdict:
+        with pytest.raises(AnvilRpcError) as refused:
+            chain.rpc("eth_sendRawTransaction", raw)
+        return classify(refused.value.message)
+
+    assert refusal(pending) is SendVerdict.MAYBE_SENT  # already known
+    cheaper = self_transfer(chain, nonce, 2 * base_fee)  # replacement underpriced
+    assert refusal(cheaper) is SendVerdict.MAYBE_SENT
+    assert refusal(self_transfer(chain, nonce + 1, base_fee // 2)) is SendVerdict.UNDERPRICED
+    chain.mine(1)
+    assert refusal(self_transfer(chain, nonce, 8 * base_fee)) is SendVerdict.MAYBE_SENT  # too low
+    chain.set_balance(ADDRESS, 0)
+    assert refusal(self_transfer(chain, nonce + 1, 4 * base_fee)) is SendVerdict.INSUFFICIENT_FUNDS
