@@ -307,9 +307,10 @@ class LocalAnvil:
             if exe.name == "anvil" and Path(f"/proc/{pid}/cwd").resolve() == self.dir:
                 _signal_group(pid, signal.SIGTERM)
                 deadline = time.monotonic() + 15
-                while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                while process_running(pid) and time.monotonic() < deadline:
                     time.sleep(0.1)
-                _signal_group(pid, signal.SIGKILL)
+                if process_running(pid):
+                    _signal_group(pid, signal.SIGKILL)
 
     def _terminate(self, sig: signal.Signals, timeout: float) -> None:
         proc = self._proc
@@ -340,6 +341,15 @@ def _on_main_thread() -> bool:
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the parent dies (Linux prctl)."""
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def process_running(pid: int) -> bool:
+    """Alive, not a zombie waiting for its new parent (init) to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

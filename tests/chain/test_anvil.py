@@ -13,25 +13,23 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from localinfra.anvil import ANVIL_VERSION, DEV_CHAIN_ID, LocalAnvil, RpcError, ensure_binary
+from localinfra.anvil import (
+    ANVIL_VERSION,
+    DEV_CHAIN_ID,
+    LocalAnvil,
+    RpcError,
+    ensure_binary,
+    process_running,
+)
 from localinfra.dev_keys import DEV_ACCOUNTS
 from tests.chain.fixtures import REPO, AnvilFactory
 
 SINK = "0x000000000000000000000000000000000000dEaD"
 
 
-def alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for its reaper."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def wait_gone(pid: int, timeout: float = 10) -> bool:
     deadline = time.monotonic() + timeout
-    while alive(pid):
+    while process_running(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
@@ -172,9 +170,9 @@ def test_state_survives_a_clean_restart(anvil_factory: AnvilFactory, tmp_path: P
 def test_stop_leaves_no_process(anvil_factory: AnvilFactory) -> None:
     chain = anvil_factory(block_time=1.0)
     pid = chain.pid
-    assert pid is not None and alive(pid)
+    assert pid is not None and process_running(pid)
     chain.stop()
-    assert not alive(pid)
+    assert not process_running(pid)
     assert not chain.pid_file.exists()
 
 
@@ -204,3 +202,39 @@ def test_a_dying_parent_takes_its_chain_along() -> None:
         assert wait_gone(pid), f"anvil {pid} outlived the process that started it"
     finally:
         shutil.rmtree(REPO / ".local" / "anvil" / name, ignore_errors=True)
+
+
+THREAD_STARTER = """
+import os, sys, threading
+from pathlib import Path
+from localinfra.anvil import LocalAnvil
+chain = LocalAnvil(Path(sys.argv[1]), name=sys.argv[2], block_time=1)
+starter = threading.Thread(target=chain.start)  # off the main thread: no PR_SET_PDEATHSIG
+starter.start()
+starter.join()
+print(chain.pid, flush=True)
+os._exit(0)
+"""
+
+
+def test_the_next_start_ends_a_chain_left_behind_by_a_dead_process() -> None:
+    name = f"test-{os.getpid()}-left"
+    out = subprocess.run(
+        [sys.executable, "-c", THREAD_STARTER, str(REPO), name],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    orphan = int(out.stdout.strip())
+    chain = LocalAnvil(REPO, name=name, block_time=1)
+    try:
+        chain.start()
+        assert not process_running(orphan)
+        assert chain.pid != orphan
+    finally:
+        chain.stop()
+        if process_running(orphan):  # only if the test failed: leave nothing behind
+            os.kill(orphan, 9)
+        shutil.rmtree(chain.dir, ignore_errors=True)

@@ -13,7 +13,7 @@ from localinfra.chain import DEV_BALANCE_WEI, ensure_dev_chain
 from localinfra.dev_keys import DEV_ADDRESS
 from shared import storage_contract
 from tests.chain.fixtures import REPO
-from tests.stack import free_port
+from tests.support.stack import free_port
 
 
 def dev_root(tmp_path: Path) -> Path:

@@ -37,7 +37,7 @@ from shared.events import (
 )
 from shared.fold import JobState, JobStatus, apply
 from shared.kafka import Appender
-from tests.stack import REPO, Stack, read_events, settings_env, unique_name
+from tests.support.stack import REPO, Stack, read_events, settings_env, unique_name
 
 pytestmark = pytest.mark.slow
 STACK_SETTINGS = {"read_your_writes_timeout_s": 10.0}

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import Stack, unique_name
-from tests.tcp_proxy import TcpProxy
+from tests.support.stack import Stack, unique_name
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 STACK_SETTINGS = {

@@ -24,7 +24,7 @@ from services.executor.backends.simulated import SimulatedChain
 from shared.event_schemas import SCHEMA_DIR
 from shared.events import DATA_TYPES, BucketCreated, new_event
 from shared.kafka import Appender, partition_for
-from tests.stack import REPO, Stack, read_events, unique_name
+from tests.support.stack import REPO, Stack, read_events, unique_name
 
 pytestmark = pytest.mark.slow
 EXAMPLE = REPO / "examples" / "subscriber" / "subscriber.py"

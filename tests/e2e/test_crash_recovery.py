@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from services.executor.backends.simulated import SimulatedChain
-from tests.stack import Stack, unique_name
+from tests.support.stack import Stack, unique_name
 
 pytestmark = pytest.mark.slow
 STACK_SETTINGS = {"sim_latency_ms": 150, "executor_concurrency": 4}

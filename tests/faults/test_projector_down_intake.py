@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.stack import Stack, unique_name
+from tests.support.stack import Stack, unique_name
 
 pytestmark = pytest.mark.slow
 ANSWER_WITHIN_S = 5.0

@@ -20,7 +20,7 @@ from shared.events import (
     new_event,
 )
 from shared.fold import BUCKET_EXISTS, JobState, JobStatus, apply
-from tests.test_fold import History, histories
+from tests.shared.test_fold import History, histories
 
 LIMITS = {"bucket_name": 255, "tx_hash": 255, "error_code": 100}
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -12,7 +12,7 @@ import pytest
 from services.executor.backends.simulated import SimulatedChain
 from shared.events import decode
 from shared.kafka import partition_for
-from tests.stack import Stack, read_events, unique_name
+from tests.support.stack import Stack, read_events, unique_name
 
 pytestmark = pytest.mark.slow
 TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from shared.webhook_signing import new_secret, secret_problem, signature, signed_headers
-from tests.webhook_receiver import readme_verify
+from tests.support.webhook_receiver import readme_verify
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 BODY = b'{"type":"BucketCreated","data":{"bucket_name":"abc"}}'

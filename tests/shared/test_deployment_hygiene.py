@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from shared.settings import Settings
-from tests.stack import REPO
+from tests.support.stack import REPO
 
 ROOT_USERS = {"root", "0", "0:0", "root:root"}
 

@@ -16,7 +16,7 @@ import pytest
 
 from services.parked import REDRIVEN_FROM, read_parked
 from shared.kafka import Appender
-from tests.stack import REPO, Stack, read_events, settings_env, unique_name
+from tests.support.stack import REPO, Stack, read_events, settings_env, unique_name
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from services.notifier.sender import attempt, make_client
 from services.notifier.store import Claimed
 from shared.settings import Settings
 from shared.webhook_signing import new_secret
-from tests.stack import free_port
-from tests.webhook_receiver import Receiver, Script, readme_verify
+from tests.support.stack import free_port
+from tests.support.webhook_receiver import Receiver, Script, readme_verify
 
 SETTINGS = Settings(
     _env_file=None,  # type: ignore[call-arg]

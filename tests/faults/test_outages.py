@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from localinfra.kafka import LocalKafka
-from tests.stack import Stack, unique_name
-from tests.tcp_proxy import TcpProxy
+from tests.support.stack import Stack, unique_name
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
 OUTAGE_ANSWER_S = 5.0

@@ -21,9 +21,9 @@ from shared.db import make_engine
 from shared.dead_letter import CONSUMER, ORIGIN_OFFSET, ORIGIN_PARTITION
 from shared.events import Event, MalformedEvent, UnknownEventType, decode
 from shared.kafka import Appender, make_consumer
-from tests.stack import Stack, read_events, unique_name
-from tests.test_poison_records import POISON, UNKNOWN_TYPE
-from tests.webhook_receiver import Receiver, Script, readme_verify
+from tests.faults.test_poison_records import POISON, UNKNOWN_TYPE
+from tests.support.stack import Stack, read_events, unique_name
+from tests.support.webhook_receiver import Receiver, Script, readme_verify
 
 pytestmark = pytest.mark.slow
 

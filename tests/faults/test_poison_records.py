@@ -7,7 +7,7 @@ import pytest
 
 from shared.dead_letter import CONSUMER, ERROR, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
 from shared.kafka import Appender
-from tests.stack import Stack, read_events, unique_name
+from tests.support.stack import Stack, read_events, unique_name
 
 pytestmark = pytest.mark.slow
 

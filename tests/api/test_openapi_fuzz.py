@@ -25,7 +25,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.api.api_keys import digest_of, new_token
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """The Akave private key never leaves the process that needs it: not in a log line, an event,
 a dead-letter record, an error message or an HTTP answer, also when everything fails.
 
-The real executor runs with AKAVE_BACKEND=akave against the stand-in SDK (tests/akave_stub)
+The real executor runs with AKAVE_BACKEND=akave against the stand-in SDK (tests/support/akave_stub)
 made to fail with errors that echo the key in every spelling; the api and projector run
 beside it with the same environment, on a real topic and database.
 """
@@ -23,12 +23,13 @@ from pydantic import SecretStr
 
 from shared.kafka import make_producer
 from shared.settings import Settings
-from tests.stack import REPO, Stack, read_events, settings_env, unique_name
+from tests.support import AKAVE_STUB
+from tests.support.stack import REPO, Stack, read_events, settings_env, unique_name
 
 pytestmark = pytest.mark.slow
 
 KEY = secrets.token_hex(32)  # this run's throwaway key
-STUB_DIR = REPO / "tests" / "akave_stub"
+STUB_DIR = AKAVE_STUB
 # The key as configured: 0x prefix, mixed case. Leaks are searched for in any case, 0x or not.
 CONFIGURED = "0x" + "".join(c.upper() if i % 2 else c for i, c in enumerate(KEY))
 LEAK = re.compile(re.escape(KEY), re.IGNORECASE)

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.stack import Stack, read_events, unique_name
-from tests.topic_offsets import end_offsets
+from tests.support.stack import Stack, read_events, unique_name
+from tests.support.topic_offsets import end_offsets
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,8 @@ from services.api.api_keys import (
 from services.api.rate_limit import TokenBuckets, retry_after_header
 from shared.kafka import ensure_topics
 from shared.settings import Settings
-from tests.stack import REPO, Stack, free_port, settings_env, unique_name
-from tests.topic_offsets import end_offsets
+from tests.support.stack import REPO, Stack, free_port, settings_env, unique_name
+from tests.support.topic_offsets import end_offsets
 
 WRITER = new_token()
 READER = new_token()

@@ -17,7 +17,7 @@ import httpx
 
 from shared.settings import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {"completed", "failed"}
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.stack import REPO
+from tests.support.stack import REPO
 
 # n-th request (0-based) -> (status code, seconds to wait before answering[, headers])
 Script = Callable[[int], tuple[int, float] | tuple[int, float, dict[str, str]]]
