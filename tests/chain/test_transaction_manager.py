@@ -38,8 +38,8 @@ from services.executor.chain.records import (
 from services.executor.chain.rpc import JsonRpc
 from services.executor.chain.send_errors import SendVerdict, classify
 from tests.chain.fixtures import AnvilFactory
-from tests.stack import free_port
-from tests.tcp_proxy import TcpProxy
+from tests.support.stack import free_port
+from tests.support.tcp_proxy import TcpProxy
 
 KEY = DEV_ACCOUNTS[1][1]
 ADDRESS = DEV_ACCOUNTS[1][0]
