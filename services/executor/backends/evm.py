@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 GET_BUCKET_BY_NAME = reverts.selector("getBucketByName(string,address,uint256,uint256)")
 BUCKET_TYPE = "(bytes32,string,uint256,address,bytes32[])"
 ZERO_ID = bytes(32)
+MIN_NAME_LENGTH = 3
 
 
 class EvmConfigurationError(RuntimeError):
@@ -64,6 +65,7 @@ class EvmBackend:
         self._rpc = rpc
         self.manager = manager
         self._contract = to_checksum_address(contract)
+        self._closing: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings) -> EvmBackend:
@@ -102,6 +104,10 @@ class EvmBackend:
         return self.manager.status()
 
     async def view_bucket(self, name: str) -> ChainBucket | None:
+        if not name:
+            raise BackendError(
+                "empty bucket name", code=errors.INVALID_BUCKET_NAME, retryable=False
+            )
         owners = _owners_for(name, self.manager.keys)
         calls = [
             ("eth_call", ({"to": self._contract, "data": _view_call(name, owner)}, "latest"))
@@ -126,6 +132,12 @@ class EvmBackend:
         return None
 
     async def create_bucket(self, name: str, journal: Journal = _unrecorded) -> CreatedBucket:
+        if len(name) < MIN_NAME_LENGTH:  # the contract takes any name; Akave's SDK refuses these
+            raise BackendError(
+                f"invalid bucket name {name!r}: shorter than {MIN_NAME_LENGTH} characters",
+                code=errors.INVALID_BUCKET_NAME,
+                retryable=False,
+            )
         return _created_or_raise(name, await self.manager.create(name, journal))
 
     async def resume_create(self, attempts: list[Attempt], journal: Journal) -> CreatedBucket:
@@ -135,6 +147,12 @@ class EvmBackend:
         )
 
     async def close(self) -> None:
+        """Stop the manager, then the RPC connection. Idempotent, and safe to call at once."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
         await self.manager.close()
         await self._rpc.close()
 
