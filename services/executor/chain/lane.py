@@ -165,12 +165,13 @@ class Lane:
 
     async def resume(self, attempts: Sequence[Attempt], journal: Journal) -> Outcome:
         """Follow a create's recorded attempts (any nonces) to their outcome, signing nothing
-        new unless every nonce they used is taken by some other transaction."""
+        new unless every nonce they used is taken by some other transaction.
+
+        Resume every recorded create before the lane signs new ones: the chain's pending count
+        does not show attempts that were recorded but never reached a node."""
         create = Create(
             attempts[0].bucket_name, journal, asyncio.get_running_loop().create_future()
         )
-        self._slots.take()
-        create.future.add_done_callback(lambda _: self._slots.release())
         by_nonce: dict[int, list[Attempt]] = {}
         for attempt in attempts:
             by_nonce.setdefault(attempt.nonce, []).append(attempt)
@@ -180,10 +181,18 @@ class Lane:
                 known = {a.tx_hash for a in tx.attempts}
                 tx.attempts.extend(a for a in group if a.tx_hash not in known)
                 tx.create = create
+            elif tx is not None:
+                raise RuntimeError(
+                    f"nonce {nonce} of {self.address} is already used by a create of "
+                    f"{tx.create.name if tx.create else 'a gap filler'}: resume recorded "
+                    "attempts before the lane signs anything new"
+                )
             else:
                 self._txs[nonce] = InFlight(nonce, create, list(group))
             create.nonces.add(nonce)
             self._next = max(self._next or 0, nonce + 1)
+        self._slots.take()
+        create.future.add_done_callback(lambda _: self._slots.release())
         return await asyncio.shield(create.future)
 
     def status(self) -> LaneStatus:
