@@ -22,9 +22,11 @@ from types import ModuleType
 
 import pytest
 
+from localinfra.dev_keys import DEV_ACCOUNTS
 from services.executor import errors
 from services.executor.backends.akave_sdk import AkaveSdkBackend
 from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket, CreatedBucket
+from services.executor.backends.evm import EvmBackend
 from services.executor.backends.simulated import SimulatedChain
 from shared.events import BucketCreated
 from shared.settings import Settings
@@ -71,9 +73,31 @@ async def akave_sdk(request: pytest.FixtureRequest) -> AsyncIterator[AkaveBacken
         await backend.close()
 
 
+@asynccontextmanager
+async def evm(request: pytest.FixtureRequest) -> AsyncIterator[AkaveBackend]:
+    """The evm backend on the session's anvil with our Storage contract, signing with anvil's
+    dev key 7 (public test data)."""
+    chain = request.getfixturevalue("anvil_chain")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        akave_backend="evm",
+        akave_private_key=DEV_ACCOUNTS[7][1],
+        akave_private_key_file=None,
+        chain_rpc_url=chain.rpc_url,
+        chain_contract_address=request.getfixturevalue("storage_address"),
+        chain_poll_interval_s=0.05,
+    )
+    backend = await EvmBackend.open(settings)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
 BACKENDS: dict[str, OpenBackend] = {
     "simulated": simulated,
     "akave_sdk": akave_sdk,
+    "evm": evm,
 }
 
 
