@@ -37,8 +37,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, drop_database, ensure_postgres
 from services.cli import migrate
-from services.projector.bulk_load import FETCH as BULK_FETCH
-from services.projector.bulk_load import FETCH_RECORDS as BULK_RECORDS
+from services.projector.replay.bulk_copy import FETCH as BULK_FETCH
+from services.projector.replay.bulk_copy import FETCH_RECORDS as BULK_RECORDS
 from shared.events import (
     CONTENT_TYPE_HEADER,
     BucketCreated,

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "topics":
         _topics(settings)
     elif args.command == "replay":
-        from services.projector.rebuild import main as replay_main
+        from services.projector.replay.rebuild import main as replay_main
 
         sys.exit(
             replay_main(

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from services.projector.rebuild import REPLAY_LOCK
-from services.projector.shadow import SHADOW_SCHEMA
+from services.projector.replay.rebuild import REPLAY_LOCK
+from services.projector.replay.shadow import SHADOW_SCHEMA
 from shared.db import make_engine
 from shared.dead_letter import CONSUMER, ERROR, ORIGIN_OFFSET, ORIGIN_PARTITION
 from shared.events import (
