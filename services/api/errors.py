@@ -12,11 +12,30 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from services.api.cursors import BadCursor
-from services.api.intake import BucketAlreadyCreated, IdempotencyKeyReused, ProjectionBehind
 from services.api.live import TooManyStreams
 from services.api.log_client import LogUnavailable
+from services.api.schemas import Job
+from shared.webhook_targets import TargetRefused
 
 log = logging.getLogger(__name__)
+
+
+class BucketAlreadyCreated(Exception):
+    def __init__(self, owner: Job) -> None:
+        super().__init__(f"bucket {owner.bucket_name!r} was already created by job {owner.job_id}")
+        self.owner = owner
+
+
+class IdempotencyKeyReused(Exception):
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"Idempotency-Key was already used for job {job.job_id} with bucket_name "
+            f"{job.bucket_name!r}; a key may only be reused with the same body"
+        )
+
+
+class ProjectionBehind(Exception):
+    """The read model has not caught up with the log in time; the answer is not known yet."""
 
 
 def _describe(errors: list[dict[str, object]]) -> str:
@@ -65,6 +84,10 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(IdempotencyKeyReused)
     async def reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(TargetRefused)
+    async def refused_target(_: Request, exc: TargetRefused) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(BadCursor)
