@@ -7,9 +7,9 @@ import asyncio
 import sys
 
 from services.api.api_keys import add_apikey_commands, run_apikey_command
+from shared.errors import InsecureSecretFile
 from shared.log_setup import configure_logging
 from shared.migrations import migrate
-from shared.secret_files import InsecureSecretFile
 from shared.settings import Settings
 
 
@@ -33,7 +33,8 @@ def _service(name: str, settings: Settings) -> None:
 def _api(settings: Settings) -> None:
     import uvicorn
 
-    from services.api.api_keys import ApiKeyConfigError, load_key_ring
+    from services.api.api_keys import load_key_ring
+    from services.api.errors import ApiKeyConfigError
 
     try:
         load_key_ring(settings.api_keys, settings.api_keys_file)

@@ -25,6 +25,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
+from services.api.errors import TooManyStreams
 from services.api.read_model import ReadModel
 from services.api.schemas import Job
 from shared.fold import JobStatus
@@ -32,10 +33,6 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED}
-
-
-class TooManyStreams(Exception):
-    """This API process already serves `LIVE_MAX_STREAMS` streams."""
 
 
 def event_id(job: Job) -> str:

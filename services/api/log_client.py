@@ -15,6 +15,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from services.api.errors import LogUnavailable
 from services.api.timeouts import bounded
 from shared.events import Event
 from shared.kafka import Appender, make_consumer
@@ -28,10 +29,6 @@ R = TypeVar("R")
 # crowd of retrying clients kept hundreds of doomed appends (and producer restarts) in
 # flight during a Kafka outage, and answers took up to 11 s (found by the fault suite).
 DOWN_FOR_S = 1.0
-
-
-class LogUnavailable(Exception):
-    """The log could not take or answer a request within the time allowed."""
 
 
 def _guarded(

@@ -18,7 +18,7 @@ from services.api.deps import (
     Watch,
     json_body,
 )
-from services.api.log_client import LogUnavailable
+from services.api.errors import LogUnavailable
 from services.api.read_your_writes import find_job
 from services.api.schemas import BucketPage, CreateBucket, Health, Job, JobAccepted, Problem
 

@@ -6,6 +6,8 @@ classify on is the message. Unknown errors are retried: the seed's rule is "any 
 
 from __future__ import annotations
 
+from shared.errors import GatewayError
+
 INVALID_BUCKET_NAME = "invalid_bucket_name"
 INSUFFICIENT_FUNDS = "insufficient_funds"
 BUCKET_EXISTS = "bucket_exists"
@@ -39,3 +41,21 @@ def classify(message: str) -> tuple[str, bool]:
         if any(fragment in lowered for fragment in fragments):
             return code, retryable
     return BACKEND_ERROR, True
+
+
+class ExecutorError(GatewayError):
+    """Root of the errors the executor raises."""
+
+
+class BackendError(ExecutorError):
+    """A failed chain call with a stable `code` and whether trying again can help."""
+
+    def __init__(self, message: str, code: str | None = None, retryable: bool | None = None):
+        super().__init__(message)
+        guessed_code, guessed_retryable = classify(message)
+        self.code = code or guessed_code
+        self.retryable = guessed_retryable if retryable is None else retryable
+
+
+class AkaveConfigurationError(ExecutorError, RuntimeError):
+    """The Akave backend cannot start: the SDK is missing, there is no key, or bad settings."""
