@@ -26,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.projector.bulk import COLUMNS, BulkFold, copy_rows
+from services.projector.errors import BulkLoadStopped
 from services.projector.shadow import SHADOW_SCHEMA
 from shared.db import make_engine
 from shared.dead_letter import park
@@ -39,10 +40,6 @@ Record: TypeAlias = ConsumerRecord[bytes, bytes]
 CONSUMER_NAME = "projector"
 FETCH = {"fetch_max_bytes": 64 * 1024 * 1024, "max_partition_fetch_bytes": 16 * 1024 * 1024}
 FETCH_RECORDS = 20_000
-
-
-class BulkLoadStopped(RuntimeError):
-    pass
 
 
 @dataclass

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.projector import bulk_load, shadow, store
 from services.projector.batch import BatchOutcome, apply_batch
 from services.projector.bulk import column_limits
+from services.projector.errors import AnotherReplayRunning, ReplayInterrupted
 from services.projector.progress import Progress
 from services.projector.runner import BATCH_RECORDS, CONSUMER_NAME, project
 from shared.db import make_engine, make_sessionmaker
@@ -50,18 +51,6 @@ REPLAY_LOCK = "akave.projector.replay"
 SWAP_LOCK_TIMEOUT = "2s"
 SWAP_ATTEMPTS = 30
 _LOCK_FAILURES = {"55P03", "40P01"}  # lock_not_available, deadlock_detected
-
-
-class AnotherReplayRunning(RuntimeError):
-    def __init__(self) -> None:
-        super().__init__(
-            "another replay is already running on this database (advisory lock "
-            f"{REPLAY_LOCK!r} is held); wait for it to finish"
-        )
-
-
-class ReplayInterrupted(RuntimeError):
-    pass
 
 
 @dataclass
@@ -91,7 +80,7 @@ async def replay(settings: Settings, stop: asyncio.Event, options: ReplayOptions
             )
             await guard.commit()
             if not locked:
-                raise AnotherReplayRunning()
+                raise AnotherReplayRunning(REPLAY_LOCK)
             try:
                 await _Replay(settings, engine, stop, options).run()
             finally:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.projector import store
 from services.projector.batch import UNAPPLICABLE, BatchOutcome, apply_batch
+from services.projector.errors import ReadModelAhead
 from shared.db import make_engine, make_sessionmaker
 from shared.dead_letter import park
 from shared.kafka import Appender, ensure_topics, make_consumer
@@ -76,10 +77,6 @@ async def _project(
                 CONSUMER_NAME,
             )
     return outcome
-
-
-class ReadModelAhead(RuntimeError):
-    """The checkpoints are past the log's end: the read model was folded from another log."""
 
 
 def refuse_if_ahead(topic: str, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:
