@@ -26,7 +26,7 @@ from localinfra.kafka import LocalKafka
 from localinfra.postgres import PrivatePostgres, create_database
 from shared.migrations import migrate
 from shared.settings import Settings
-from tests.stack import REPO, Stack, free_port
+from tests.support.stack import REPO, Stack, free_port
 
 SUBMIT_GIVE_UP_S = 300.0  # a name not accepted by then counts as never accepted
 RECOVERY_BOUND_S = 120.0  # the API not answering normally this long after a repair: not recovered

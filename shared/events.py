@@ -168,7 +168,7 @@ def _upcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, An
 
 
 # The canonical form, as `encode` writes it: whatever passes these checks, pydantic accepts
-# with exactly these values (tests/test_event_fast_path.py proves it differentially). Times
+# with exactly these values (tests/shared/test_event_fast_path.py proves it differentially). Times
 # and job ids go through pydantic's own validators for those types.
 _UUID = SchemaValidator(core_schema.uuid_schema())
 _DATETIME = SchemaValidator(core_schema.datetime_schema())

@@ -15,23 +15,14 @@ from services.api.coalesce import Coalescer
 from services.api.cursors import decode_cursor, encode_cursor
 from services.api.schemas import Bucket, Job
 from services.api.timeouts import bounded
+from shared import job_row
 from shared.db import make_sessionmaker
 from shared.fold import JobStatus
 from shared.models import BucketJob, ProjectorCheckpoint
 
 
 def _job(row: BucketJob) -> Job:
-    return Job(
-        job_id=row.id,
-        bucket_name=row.bucket_name,
-        status=JobStatus(row.status),
-        tx_hash=row.tx_hash,
-        error=row.error,
-        error_code=row.error_code,
-        attempts=row.attempts,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    return Job(**job_row.from_row(row)._asdict())
 
 
 class ReadModel:

@@ -1,4 +1,4 @@
-"""Stable error codes for failed jobs, and which chain errors are worth another attempt.
+"""Which chain errors are worth another attempt, and the stable error code of each.
 
 The SDK wraps every failure in `SDKError` with the node's text inside, so the only thing to
 classify on is the message. Unknown errors are retried: the seed's rule is "any exception".
@@ -6,18 +6,37 @@ classify on is the message. Unknown errors are retried: the seed's rule is "any 
 
 from __future__ import annotations
 
+from shared.error_codes import (
+    ATTEMPT_TIMEOUT,
+    ATTEMPTS_EXHAUSTED,
+    BACKEND_ERROR,
+    BACKEND_UNAVAILABLE,
+    BUCKET_ALREADY_ON_CHAIN,
+    BUCKET_EXISTS,
+    INSUFFICIENT_FUNDS,
+    INVALID_BUCKET_NAME,
+    NONCE_CONFLICT,
+    RECEIPT_TIMEOUT,
+)
 from shared.errors import GatewayError
 
-INVALID_BUCKET_NAME = "invalid_bucket_name"
-INSUFFICIENT_FUNDS = "insufficient_funds"
-BUCKET_EXISTS = "bucket_exists"
-BUCKET_ALREADY_ON_CHAIN = "bucket_already_on_chain"
-NONCE_CONFLICT = "nonce_conflict"
-RECEIPT_TIMEOUT = "receipt_timeout"
-ATTEMPT_TIMEOUT = "attempt_timeout"
-BACKEND_UNAVAILABLE = "backend_unavailable"
-BACKEND_ERROR = "backend_error"
-ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+# The codes are defined in `shared.error_codes`; the executor names them as `errors.<CODE>`.
+__all__ = [
+    "ATTEMPTS_EXHAUSTED",
+    "ATTEMPT_TIMEOUT",
+    "BACKEND_ERROR",
+    "BACKEND_UNAVAILABLE",
+    "BUCKET_ALREADY_ON_CHAIN",
+    "BUCKET_EXISTS",
+    "INSUFFICIENT_FUNDS",
+    "INVALID_BUCKET_NAME",
+    "NONCE_CONFLICT",
+    "RECEIPT_TIMEOUT",
+    "AkaveConfigurationError",
+    "BackendError",
+    "ExecutorError",
+    "classify",
+]
 
 # (code, retryable, lowercase fragments of the message); first match wins.
 _RULES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (

@@ -25,9 +25,10 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.projector.bulk import COLUMNS, BulkFold, copy_rows
+from services.projector.bulk import BulkFold, copy_rows
 from services.projector.errors import BulkLoadStopped
 from services.projector.shadow import SHADOW_SCHEMA
+from shared import job_row
 from shared.db import make_engine
 from shared.dead_letter import park
 from shared.events import MalformedEvent, UnknownEventType, decode
@@ -89,14 +90,13 @@ async def _column_types(conn: AsyncConnection) -> list[int]:
         {"table": f"{SHADOW_SCHEMA}.bucket_jobs"},
     )
     oids = {name: int(oid) for name, oid in rows}
-    return [oids[column] for column in COLUMNS.values()]
+    return [oids[column] for column in job_row.COLUMNS]
 
 
 async def load(
     settings: Settings,
     partitions: list[int],
     targets: Mapping[int, int],
-    limits: Mapping[str, int],
     advance: Callable[[int], None],
     stopped: Callable[[], bool],
 ) -> BulkResult:
@@ -107,8 +107,8 @@ async def load(
     gc.set_threshold(200_000, 50, 1000)
     topic = settings.bucket_events_topic
     result = BulkResult(positions={p: 0 for p in partitions})
-    fold = BulkFold(limits)
-    columns = ", ".join(COLUMNS.values())
+    fold = BulkFold()
+    columns = ", ".join(job_row.COLUMNS)
     engine = make_engine(settings, pool_size=1)
     appender = Appender(settings)
     consumer = make_consumer(settings, **FETCH)
@@ -167,7 +167,6 @@ def _worker(
     settings: Settings,
     partitions: list[int],
     targets: dict[int, int],
-    limits: dict[str, int],
     done: Synchronized[int],
     results: multiprocessing.Queue[BulkResult],
     parent: int,
@@ -182,7 +181,7 @@ def _worker(
 
     # A worker whose replay died (SIGKILL) stops at its next batch instead of writing on.
     result = asyncio.run(
-        load(settings, partitions, targets, limits, advance, lambda: os.getppid() != parent)
+        load(settings, partitions, targets, advance, lambda: os.getppid() != parent)
     )
     results.put(result)
 
@@ -195,7 +194,6 @@ class Workers:
         settings: Settings,
         shares: list[list[int]],
         targets: dict[int, int],
-        limits: dict[str, int],
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self.done: Synchronized[int] = context.Value("q", 0)
@@ -203,7 +201,7 @@ class Workers:
         self._procs: list[BaseProcess] = [
             context.Process(
                 target=_worker,
-                args=(settings, share, targets, limits, self.done, self._results, os.getpid()),
+                args=(settings, share, targets, self.done, self._results, os.getpid()),
                 name=f"replay-bulk-{i}",
                 daemon=True,
             )

@@ -33,7 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.projector import bulk_load, shadow, store
 from services.projector.batch import BatchOutcome, apply_batch
-from services.projector.bulk import column_limits
 from services.projector.errors import AnotherReplayRunning, ReplayInterrupted
 from services.projector.progress import Progress
 from services.projector.runner import BATCH_RECORDS, CONSUMER_NAME, project
@@ -115,7 +114,6 @@ class _Replay:
         try:
             async with self.engine.connect() as conn:
                 live = await shadow.live_schema(conn)
-                limits = await column_limits(conn, live)
                 await shadow.create(conn, live)
                 await conn.commit()
             partitions = [
@@ -126,7 +124,7 @@ class _Replay:
             ends = await self.consumer.end_offsets(partitions)
             targets = {tp.partition: end for tp, end in ends.items()}
             with Progress(sum(targets.values()), bar=self.options.progress_bar) as progress:
-                await self._timed("bulk", self._bulk(targets, limits, progress))
+                await self._timed("bulk", self._bulk(targets, progress))
                 await self._timed("indexes", self._indexes(live))
                 old = await self._timed("swap", self._catch_up_and_swap(live, progress))
                 progress.log("replay progress")
@@ -169,17 +167,15 @@ class _Replay:
         if self.stop.is_set():
             raise ReplayInterrupted("stopped before the swap; the live tables are as they were")
 
-    async def _bulk(
-        self, targets: dict[int, int], limits: dict[str, int], progress: Progress
-    ) -> None:
+    async def _bulk(self, targets: dict[int, int], progress: Progress) -> None:
         partitions = sorted(self.positions)
         groups = bulk_load.shares(partitions, self.options.workers)
         if len(groups) == 1:
             result = await bulk_load.load(
-                self.settings, partitions, targets, limits, progress.advance, self.stop.is_set
+                self.settings, partitions, targets, progress.advance, self.stop.is_set
             )
         else:
-            result = await self._bulk_in_workers(groups, targets, limits, progress)
+            result = await self._bulk_in_workers(groups, targets, progress)
         self.positions = result.positions
         self.stats.events += result.events
         self.stats.unknown += result.unknown
@@ -202,10 +198,9 @@ class _Replay:
         self,
         groups: list[list[int]],
         targets: dict[int, int],
-        limits: dict[str, int],
         progress: Progress,
     ) -> bulk_load.BulkResult:
-        workers = bulk_load.Workers(self.settings, groups, targets, limits)
+        workers = bulk_load.Workers(self.settings, groups, targets)
         workers.start()
         try:
             seen = 0
