@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.projector import store
+from services.projector.errors import ReadModelAhead
 from services.projector.projection import BATCH_RECORDS, project
 from shared.consume import ConsumerName, ConsumeStats, DeadLetters
 from shared.db import make_engine, make_sessionmaker
@@ -24,10 +25,6 @@ from shared.lifecycle import wait_or_stop
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class ReadModelAhead(RuntimeError):
-    """The checkpoints are past the log's end: the read model was folded from another log."""
 
 
 def refuse_if_ahead(topic: str, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:

@@ -134,7 +134,7 @@ async def start_replay(stack: Stack, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.cli",
+        "cli",
         "replay",
         *args,
         cwd=REPO,

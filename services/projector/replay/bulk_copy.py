@@ -24,6 +24,7 @@ from aiokafka import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.projector.errors import BulkLoadStopped
 from services.projector.replay.bulk_fold import BulkFold, copy_rows
 from services.projector.replay.shadow import SHADOW_SCHEMA
 from shared import job_row
@@ -44,10 +45,6 @@ log = logging.getLogger(__name__)
 
 FETCH = {"fetch_max_bytes": 64 * 1024 * 1024, "max_partition_fetch_bytes": 16 * 1024 * 1024}
 FETCH_RECORDS = 20_000
-
-
-class BulkLoadStopped(RuntimeError):
-    pass
 
 
 @dataclass

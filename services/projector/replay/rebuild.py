@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.projector import store
 from services.projector.batch import BatchOutcome
+from services.projector.errors import AnotherReplayRunning, ReplayInterrupted
 from services.projector.projection import BATCH_RECORDS, project
 from services.projector.replay import bulk_copy, shadow
 from services.projector.replay.progress import Progress
@@ -48,18 +49,6 @@ REPLAY_LOCK = "akave.projector.replay"
 SWAP_LOCK_TIMEOUT = "2s"
 SWAP_ATTEMPTS = 30
 _LOCK_FAILURES = {"55P03", "40P01"}  # lock_not_available, deadlock_detected
-
-
-class AnotherReplayRunning(RuntimeError):
-    def __init__(self) -> None:
-        super().__init__(
-            "another replay is already running on this database (advisory lock "
-            f"{REPLAY_LOCK!r} is held); wait for it to finish"
-        )
-
-
-class ReplayInterrupted(RuntimeError):
-    pass
 
 
 @dataclass
@@ -87,7 +76,7 @@ async def replay(settings: Settings, stop: asyncio.Event, options: ReplayOptions
             )
             await guard.commit()
             if not locked:
-                raise AnotherReplayRunning()
+                raise AnotherReplayRunning(REPLAY_LOCK)
             try:
                 await _Replay(settings, engine, stop, options).run()
             finally:
