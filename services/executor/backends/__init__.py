@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket, CreatedBucket
+from services.executor.backends.base import AkaveBackend
 from shared.settings import Settings
-
-__all__ = ["AkaveBackend", "BackendError", "ChainBucket", "CreatedBucket", "open_backend"]
 
 
 async def open_backend(settings: Settings) -> AkaveBackend:
