@@ -3,7 +3,8 @@
 The codes themselves are defined in `shared.error_codes`; this module only classifies.
 
 The SDK wraps every failure in `SDKError` with the node's text inside, so the only thing to
-classify on is the message. Unknown errors are retried: the seed's rule is "any exception".
+classify on is the message. A message no rule knows is `backend_error` and retryable: any
+exception is worth another attempt (docs/decisions.md).
 """
 
 from __future__ import annotations
