@@ -5,6 +5,8 @@ from __future__ import annotations
 from services.executor.backends.base import AkaveBackend
 from shared.settings import Settings
 
+__all__ = ["AkaveBackend", "open_backend"]  # AkaveBackend: the type open_backend returns
+
 
 async def open_backend(settings: Settings) -> AkaveBackend:
     """The backend AKAVE_BACKEND names, ready to use; the caller must `close()` it."""
