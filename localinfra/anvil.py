@@ -73,10 +73,11 @@ class LocalAnvil(LocalServer):
 
     `port=None` picks a free port on the first start and keeps it for restarts (an outage
     test stops the chain and starts it again where its clients expect it). `fresh=True`
-    deletes the state file on the first `start()` only. The process (localinfra/process.py)
-    dies with this Python process when started from the main thread, so a crashed test run
-    leaves no chain behind; a chain started from another thread and left behind is ended by
-    the next `start()` of the same name.
+    deletes the state file on the first `start()` only. `stop()` (SIGTERM) writes the state
+    file; after `kill()` the state since the last interval dump is lost. The process
+    (localinfra/process.py) dies with this Python process when started from the main thread,
+    so a crashed test run leaves no chain behind; a chain started from another thread and
+    left behind is ended by the next `start()` of the same name.
     """
 
     def __init__(
@@ -119,13 +120,6 @@ class LocalAnvil(LocalServer):
             self._chain_id = int(self.rpc("eth_chainId"), 16)
         return self._chain_id
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
-    def is_running(self) -> bool:
-        return self.pid is not None
-
     def start(self, timeout: float = 60) -> None:
         """Start the chain (installing anvil first if needed) and wait until it answers."""
         deadline = time.monotonic() + timeout
@@ -141,24 +135,12 @@ class LocalAnvil(LocalServer):
         self.port = self.port or free_port()  # kept across restarts: clients reconnect
         if port_open(self.port):
             raise AnvilError(f"port {self.port} is already in use by another process")
-        pid = self._process.launch([str(binary), *self._args()], die_with_parent=True)
         self._chain_id = None
-        try:
-            self._wait_ready(pid, deadline)
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self, timeout: float = 15) -> None:
-        """Shut down cleanly (SIGTERM: a state file is written); SIGKILL after `timeout`."""
-        self._process.stop(timeout)
-
-    def kill(self) -> None:
-        """Crash the chain (SIGKILL): state since the last interval dump is lost."""
-        self._process.kill()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self._process.log_tail(lines)
+        self._launch(
+            [str(binary), *self._args()],
+            lambda pid: self._wait_ready(pid, deadline),
+            die_with_parent=True,
+        )
 
     # -- JSON-RPC ----------------------------------------------------------------------------
 

@@ -54,8 +54,11 @@ class LocalKafka(LocalServer):
     `fresh=True` wipes the broker's data on the first `start()` only, so that a test suite can
     stop and restart the broker on the same data (outage tests). `reuse=True` adopts a broker
     of the same name that an earlier process left running (the dev `up` command) instead of
-    restarting it.
+    restarting it. `pid` is the broker JVM's, whether this object or an earlier process
+    started it.
     """
+
+    stop_timeout = 30
 
     def __init__(
         self,
@@ -93,14 +96,6 @@ class LocalKafka(LocalServer):
     @property
     def bootstrap_servers(self) -> str:
         return f"{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """The broker JVM's pid, whether this object or an earlier process started it."""
-        return self._process.pid
-
-    def is_running(self) -> bool:
-        return self.pid is not None
 
     def ensure_jars(self) -> None:
         """Copy Kafka's runtime classpath from Maven once; afterwards this is one hash check.
@@ -160,23 +155,10 @@ class LocalKafka(LocalServer):
         for port in (self.port, self.controller_port):
             if port_open(port):
                 raise KafkaError(f"port {port} is already in use by another process")
-        pid = self._process.launch([*self._java_cmd(), "kafka.Kafka", str(self.properties_file)])
-        try:
-            self._wait_ready(pid, deadline)
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self, timeout: float = 30) -> None:
-        """Shut down cleanly (SIGTERM); SIGKILL if that takes longer than `timeout`."""
-        self._process.stop(timeout)
-
-    def kill(self) -> None:
-        """Crash the broker (SIGKILL), as an outage test wants; the data stays."""
-        self._process.kill()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self._process.log_tail(lines)
+        self._launch(
+            [*self._java_cmd(), "kafka.Kafka", str(self.properties_file)],
+            lambda pid: self._wait_ready(pid, deadline),
+        )
 
     def __repr__(self) -> str:
         return f"LocalKafka(name={self.name!r}, bootstrap_servers={self.bootstrap_servers!r})"

@@ -160,13 +160,50 @@ class DetachedProcess:
 
 
 class LocalServer:
-    """`with server:` starts it and stops it; subclasses define `start()` and `stop()`."""
+    """A local component run as one `DetachedProcess` (`self._process`, set by the subclass).
+
+    Subclasses define `start()`; `stop()` waits up to `stop_timeout` seconds for SIGTERM to
+    work before SIGKILL; `with server:` starts it and stops it.
+    """
+
+    _process: DetachedProcess
+    stop_timeout: float = 15
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def is_running(self) -> bool:
+        return self.pid is not None
 
     def start(self) -> None:
         raise NotImplementedError
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    def stop(self, timeout: float | None = None) -> None:
+        """Shut down cleanly (SIGTERM); SIGKILL if that takes longer than `timeout`."""
+        self._process.stop(self.stop_timeout if timeout is None else timeout)
+
+    def kill(self) -> None:
+        """Crash it (SIGKILL), as an outage test wants; its files stay."""
+        self._process.kill()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self._process.log_tail(lines)
+
+    def _launch(
+        self,
+        cmd: Sequence[str],
+        wait_ready: Callable[[int], None],
+        *,
+        die_with_parent: bool = False,
+    ) -> None:
+        """Launch `cmd` and wait until `wait_ready(pid)` returns; killed if it raises."""
+        pid = self._process.launch(cmd, die_with_parent=die_with_parent)
+        try:
+            wait_ready(pid)
+        except BaseException:
+            self.kill()
+            raise
 
     def __enter__(self) -> Self:
         self.start()
