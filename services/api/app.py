@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from services.api import errors, openapi_docs
+from services.api import errors, http_metrics, openapi_docs
 from services.api.access import DOCS_ASSETS_URL, AccessControl
 from services.api.api_keys import load_key_ring
 from services.api.deadline import Deadline
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.include_router(bench_noop.router)
     install_protections(app, settings)
+    http_metrics.install(app, settings)
     return app
 
 

@@ -16,12 +16,14 @@ from collections import Counter
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
 from services.executor.backends import AkaveBackend, open_backend
 from services.executor.job import Job, JobRunner
 from services.executor.ledger import PartitionLedger
 from services.executor.scheduler import KeyedScheduler, OffsetTracker
 from services.executor.transactions import TransactionGate
+from shared import metrics
 from shared.dead_letter import park
 from shared.events import EventData, MalformedEvent, UnknownEventType, decode, new_event
 from shared.fold import JobState
@@ -56,6 +58,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         backend: AkaveBackend,
         consumer: AIOKafkaConsumer,
         appender: Appender,
+        registry: CollectorRegistry,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
@@ -71,6 +74,9 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         )
         self._last_commit = 0.0
         self.stats: Counter[str] = Counter()
+        self._appended = metrics.counter(metrics.EXECUTOR_EVENTS, registry)
+        in_flight = metrics.gauge(metrics.EXECUTOR_IN_FLIGHT, registry)
+        in_flight.set_function(lambda: self._scheduler.running)
 
     # Rebalance -------------------------------------------------------------------------------
 
@@ -194,6 +200,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        self._appended.labels(event.type).inc()
         part.ledger.observe(event)
 
     def _backpressure(self) -> None:
@@ -233,13 +240,18 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         heartbeat_interval_ms=max(1000, settings.executor_session_timeout_ms // 3),
     )
     try:
-        executor = Executor(settings, backend, consumer, appender)
+        registry = CollectorRegistry()
+        executor = Executor(settings, backend, consumer, appender, registry)
         consumer.subscribe([settings.bucket_events_topic], listener=executor)
         await consumer.start()
+        stop_metrics = metrics.serve(
+            registry, settings.metrics_host, settings.executor_metrics_port, "executor"
+        )
         try:
             log.info("executor started", extra={"backend": settings.akave_backend})
             await executor.run(stop)
         finally:
+            stop_metrics()
             await consumer.stop()
         log.info("executor stopped", extra=dict(executor.stats))
     finally:

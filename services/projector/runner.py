@@ -14,11 +14,14 @@ from collections.abc import Mapping, Sequence
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.projector import store
 from services.projector.batch import UNAPPLICABLE, BatchOutcome, apply_batch
+from services.projector.metrics import ProjectorMetrics
+from shared import metrics
 from shared.db import make_engine, make_sessionmaker
 from shared.dead_letter import park
 from shared.kafka import Appender, ensure_topics, make_consumer
@@ -108,7 +111,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     sessions = make_sessionmaker(engine)
     consumer = make_consumer(settings, max_partition_fetch_bytes=4 * 1024 * 1024)
     appender = Appender(settings)
+    registry = CollectorRegistry()
+    watch = ProjectorMetrics(registry)
     await consumer.start()
+    stop_metrics = metrics.serve(
+        registry, settings.metrics_host, settings.projector_metrics_port, CONSUMER_NAME
+    )
     try:
         partitions = [TopicPartition(topic, p) for p in await appender.partitions_for(topic)]
         consumer.assign(partitions)
@@ -123,8 +131,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=BATCH_RECORDS)
             records = [r for batch in fetched.values() for r in batch]
+            watch.positions(positions, {tp.partition: consumer.highwater(tp) for tp in partitions})
             if not records:
                 continue
+            batch_started = time.perf_counter()
             try:
                 outcome = await project(sessions, appender, settings, records, positions)
             except (SQLAlchemyError, KafkaError, OSError) as exc:
@@ -133,6 +143,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     consumer.seek(tp, positions.get(tp.partition, 0))
                 await wait_or_stop(stop, 1.0)
                 continue
+            watch.committed(outcome, len(records), time.perf_counter() - batch_started)
             positions.update(outcome.checkpoints)
             for partition, offset in outcome.rewind.items():
                 log.info(
@@ -147,6 +158,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         elapsed = time.monotonic() - started
         log.info("projector stopped", extra={**stats, "seconds": round(elapsed, 3)})
     finally:
+        stop_metrics()
         await consumer.stop()
         await appender.stop()
         await engine.dispose()
