@@ -22,3 +22,10 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     """The sample's value; 0 when the series has not appeared yet (as Prometheus would treat a
     counter nobody incremented)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def gateway_series(samples: Samples) -> set[str]:
+    """The gateway's own series names in a scrape (the client's `_created` twins left out)."""
+    return {
+        name for name, _ in samples if name.startswith("akave_") and not name.endswith("_created")
+    }

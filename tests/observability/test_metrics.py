@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
+from shared import metrics
 from shared.settings import Settings
-from tests.observability.scrape import Samples, scrape, value
+from tests.observability.scrape import Samples, gateway_series, scrape, value
 from tests.stack import Stack, free_port, unique_name
 
 JOBS = 12
@@ -72,6 +73,7 @@ def test_api_counts_requests_by_route_template_and_the_202s_as_accepted_jobs(
 ) -> None:
     stack, _ = ran
     samples = scrape(metrics_url(stack.settings, "api"))
+    assert gateway_series(samples) <= metrics.exported_series()
     assert value(samples, "akave_jobs_accepted_total") == JOBS
     post = {"method": "POST", "route": "/buckets"}
     assert value(samples, "akave_http_requests_total", **post, status="202") == JOBS
@@ -101,6 +103,7 @@ def test_projector_counts_each_outcome_once_and_times_the_stages(
         lambda: scrape(metrics_url(stack.settings, "projector")),
         lambda s: value(s, "akave_job_outcomes_total", status="completed", error_code="") >= JOBS,
     )
+    assert gateway_series(samples) <= metrics.exported_series()
     assert value(samples, "akave_job_outcomes_total", status="completed", error_code="") == JOBS
     for stage in ("accepted_to_processing", "attempt_to_outcome", "accepted_to_outcome"):
         assert value(samples, "akave_job_stage_seconds_count", stage=stage) == JOBS, stage
@@ -119,11 +122,13 @@ def test_executor_and_notifier_serve_their_metrics(
 ) -> None:
     stack, _ = ran
     executor = scrape(metrics_url(stack.settings, "executor"))
+    assert gateway_series(executor) <= metrics.exported_series()
     assert value(executor, "akave_executor_events_appended_total", type="BucketCreated") == JOBS
     assert value(executor, "akave_executor_events_appended_total", type="BucketProcessing") >= JOBS
     assert value(executor, "akave_executor_jobs_in_flight") == 0
     notifier = eventually(lambda: scrape_or_nothing(metrics_url(stack.settings, "notifier")), bool)
     assert notifier, stack.logs("notifier")
+    assert gateway_series(notifier) <= metrics.exported_series()
     assert ("akave_webhook_oldest_due_age_seconds", frozenset()) in notifier
     assert value(notifier, "akave_webhook_oldest_due_age_seconds") == 0  # no webhooks
 
