@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from chaos.evidence import Evidence
 from chaos.faults import Window
 from chaos.traffic import Answer
+from shared.fold import TERMINAL
 
 ANSWER_WITHIN_S = 5.0
-TERMINAL = {"completed", "failed"}
 
 
 @dataclass(frozen=True)

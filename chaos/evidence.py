@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from shared.events import MalformedEvent, UnknownEventType, decode
 from shared.fold import JobState, JobStatus, apply
 from shared.settings import Settings
-from tests.stack import read_events
+from tests.support.stack import read_events
 
 MINED = ("created", "reverted")  # create calls that reached a block (the rest were refused)
 

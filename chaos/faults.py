@@ -15,7 +15,7 @@ from localinfra.kafka import LocalKafka
 from localinfra.postgres import PrivatePostgres
 from shared.kafka import Appender
 from shared.settings import Settings
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 KILL_PAUSE_S = 2.0  # a killed service stays dead this long before its restart
 

@@ -24,9 +24,9 @@ from chaos.scenarios import SCENARIOS, Scenario
 from chaos.traffic import Load, Prober, Recorder
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import PrivatePostgres, create_database
-from services.cli import migrate
+from shared.migrations import migrate
 from shared.settings import Settings
-from tests.stack import REPO, Stack, free_port
+from tests.support.stack import REPO, Stack, free_port
 
 SUBMIT_GIVE_UP_S = 300.0  # a name not accepted by then counts as never accepted
 RECOVERY_BOUND_S = 120.0  # the API not answering normally this long after a repair: not recovered

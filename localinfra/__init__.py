@@ -1,9 +1,11 @@
 """Local infrastructure for development, tests and CI: a Kafka broker run from Maven jars
-(no Docker on our machines) and the machine's own PostgreSQL cluster.
+(no Docker on our machines), the machine's own PostgreSQL cluster and an anvil EVM chain
+installed from npm.
 
 Stdlib only, so it works before (and independently of) the application's dependencies.
 """
 
+from localinfra.anvil import AnvilError, LocalAnvil, RpcError
 from localinfra.kafka import KafkaError, LocalKafka
 from localinfra.postgres import (
     PostgresError,
@@ -15,9 +17,12 @@ from localinfra.postgres import (
 )
 
 __all__ = [
+    "AnvilError",
     "KafkaError",
+    "LocalAnvil",
     "LocalKafka",
     "PostgresError",
+    "RpcError",
     "create_database",
     "ensure_postgres",
     "find_cluster",

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import Metric as Family
+from prometheus_client.registry import Collector
+
+from shared.consume import ConsumeStats
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +31,6 @@ Kind = Literal["counter", "gauge", "histogram"]
 # Seconds: from a few milliseconds (an accept) to many minutes (a congested chain).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000)
-PENDING_CONSUME = "the shared consume component (branch consume)"
 PENDING_TXMANAGER = "the transaction manager (branch txmanager)"
 
 
@@ -155,7 +159,6 @@ CONSUMER_RECORDS_READ = Metric(
     "records a consumer read from the log, by consumer",
     "executor,projector,notifier",
     ("consumer",),
-    pending=PENDING_CONSUME,
 )
 CONSUMER_UNKNOWN_SKIPPED = Metric(
     "akave_consumer_unknown_skipped",
@@ -163,7 +166,6 @@ CONSUMER_UNKNOWN_SKIPPED = Metric(
     "readable events of a type the consumer does not know, skipped, by consumer",
     "executor,projector,notifier",
     ("consumer",),
-    pending=PENDING_CONSUME,
 )
 CONSUMER_PARKED = Metric(
     "akave_consumer_parked",
@@ -171,7 +173,6 @@ CONSUMER_PARKED = Metric(
     "records parked on the dead-letter topic, by consumer",
     "executor,projector,notifier",
     ("consumer",),
-    pending=PENDING_CONSUME,
 )
 CONSUMER_LAG = Metric(
     "akave_consumer_lag_records",
@@ -179,7 +180,6 @@ CONSUMER_LAG = Metric(
     "records between a consumer's committed position and the log's end, by consumer and partition",
     "executor,projector,notifier",
     ("consumer", "partition"),
-    pending=PENDING_CONSUME,
 )
 
 # Chain (the transaction manager's lanes, one per signing key) -------------------------------------
@@ -291,6 +291,36 @@ def histogram(metric: Metric, registry: CollectorRegistry | None) -> Histogram:
     return Histogram(
         metric.name, metric.help, metric.labels, registry=registry, buckets=metric.buckets
     )
+
+
+class ConsumeCollector(Collector):
+    """The shared consume component's counters (`ConsumeStats`) and the consumer's lag, read at
+    scrape time: the consuming loop pays nothing for them."""
+
+    def __init__(
+        self,
+        consumer: str,
+        stats: Callable[[], ConsumeStats],
+        lag: Callable[[], Mapping[int, int]],
+    ) -> None:
+        self._consumer = consumer
+        self._stats = stats
+        self._lag = lag
+
+    def collect(self) -> Iterator[Family]:
+        stats = self._stats()
+        for metric, count in (
+            (CONSUMER_RECORDS_READ, stats.records_read),
+            (CONSUMER_UNKNOWN_SKIPPED, stats.unknown_skipped),
+            (CONSUMER_PARKED, stats.parked),
+        ):
+            family = CounterMetricFamily(metric.name, metric.help, labels=metric.labels)
+            family.add_metric([self._consumer], count)
+            yield family
+        lag = GaugeMetricFamily(CONSUMER_LAG.name, CONSUMER_LAG.help, labels=CONSUMER_LAG.labels)
+        for partition, behind in sorted(dict(self._lag()).items()):
+            lag.add_metric([self._consumer, str(partition)], max(behind, 0))
+        yield lag
 
 
 def serve(registry: CollectorRegistry, host: str, port: int, service: str) -> Callable[[], None]:

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     nonce_retry_limit: int = Field(default=5, ge=0)
 
     # Akave backend
-    akave_backend: Literal["simulated", "akave"] = "simulated"
+    akave_backend: Literal["simulated", "akave", "evm"] = "simulated"
     akave_node_address: str = "connect.akave.ai:5500"
     akave_private_key: SecretStr | None = None
     akave_private_key_file: Path | None = None
@@ -65,6 +65,24 @@ class Settings(BaseSettings):
     akave_block_part_size: int = Field(default=1024 * 1024, ge=1, le=1024 * 1024)
     akave_use_connection_pool: bool = True
     akave_connection_timeout_s: int = Field(default=30, ge=1)
+
+    # Chain (AKAVE_BACKEND=evm; services/executor/chain/). On Akave's network the RPC URL,
+    # the Storage contract address and the chain id are what the Akave node's IPC
+    # ConnectionParams returns (as its SDK reads them); locally, what `make run`'s anvil has.
+    # The signing key: AKAVE_PRIVATE_KEY(_FILE), or a pool file with one key per line.
+    chain_rpc_url: str = "http://127.0.0.1:8545"
+    chain_contract_address: str = ""
+    chain_id: int | None = Field(default=None, ge=1)  # None: ask the node (eth_chainId)
+    chain_key_pool_file: Path | None = None
+    chain_max_in_flight: int = Field(default=16, ge=1)  # per key: geth's guaranteed slots
+    chain_confirmations: int = Field(default=1, ge=1)
+    chain_replace_after_blocks: int = Field(default=3, ge=0)
+    chain_fee_bump: float = Field(default=1.125, ge=1.125)
+    chain_max_fee_gwei: float = Field(default=1000.0, gt=0)  # a replacement's ceiling
+    chain_insufficient_funds_wait_s: float = Field(default=600.0, ge=0)
+    chain_create_gas: int = Field(default=300_000, ge=21_000)
+    chain_poll_interval_s: float = Field(default=0.5, gt=0)
+    chain_rpc_timeout_s: float = Field(default=10.0, gt=0)
 
     # Simulated chain
     sim_owner: str = "simulated-owner"
@@ -111,6 +129,8 @@ class Settings(BaseSettings):
     @field_validator(
         "akave_private_key",
         "akave_private_key_file",
+        "chain_key_pool_file",
+        "chain_id",
         "api_keys_file",
         "sim_database_url",
         mode="before",

@@ -19,13 +19,14 @@ import pytest
 
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, drop_database, ensure_postgres
-from services.cli import migrate
+from shared.migrations import migrate
 from shared.settings import Settings
-from tests import containers
-from tests.stack import REPO, Stack, free_port
-from tests.tcp_proxy import TcpProxy
+from tests.support import containers
+from tests.support.stack import REPO, Stack, free_port
+from tests.support.tcp_proxy import TcpProxy
 
 TEST_DATABASE = "akave_gateway_test"
+pytest_plugins = ["tests.chain.fixtures"]
 
 
 def _given(name: str) -> str | None:

@@ -25,17 +25,12 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
+from services.api.errors import TooManyStreams
 from services.api.read_model import ReadModel
 from services.api.schemas import Job
-from shared.fold import JobStatus
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED}
-
-
-class TooManyStreams(Exception):
-    """This API process already serves `LIVE_MAX_STREAMS` streams."""
 
 
 def event_id(job: Job) -> str:
@@ -131,7 +126,7 @@ async def _events(
     try:
         if not skip_first:
             yield as_event(job)
-        if job.status in TERMINAL:
+        if job.status.is_terminal:
             return
         loop = asyncio.get_running_loop()
         until = loop.time() + lifetime_s
@@ -145,7 +140,7 @@ async def _events(
                 continue
             last = change
             yield as_event(change)
-            if change.status in TERMINAL:
+            if change.status.is_terminal:
                 return
     finally:
         watch.unfollow(follower)
@@ -158,7 +153,7 @@ def stream(watch: JobWatch, job: Job, last_event_id: str | None, settings: Setti
     an EventSource to stop reconnecting.
     """
     seen = last_event_id == event_id(job)
-    if seen and job.status in TERMINAL:
+    if seen and job.status.is_terminal:
         return Response(status_code=204)
     follower = watch.follow(job)
     return EventSourceResponse(

@@ -1,4 +1,4 @@
-"""Stable error codes for failed jobs, and which chain errors are worth another attempt.
+"""Which chain errors are worth another attempt, and the stable error code of each.
 
 The SDK wraps every failure in `SDKError` with the node's text inside, so the only thing to
 classify on is the message. Unknown errors are retried: the seed's rule is "any exception".
@@ -6,16 +6,37 @@ classify on is the message. Unknown errors are retried: the seed's rule is "any 
 
 from __future__ import annotations
 
-INVALID_BUCKET_NAME = "invalid_bucket_name"
-INSUFFICIENT_FUNDS = "insufficient_funds"
-BUCKET_EXISTS = "bucket_exists"
-BUCKET_ALREADY_ON_CHAIN = "bucket_already_on_chain"
-NONCE_CONFLICT = "nonce_conflict"
-RECEIPT_TIMEOUT = "receipt_timeout"
-ATTEMPT_TIMEOUT = "attempt_timeout"
-BACKEND_UNAVAILABLE = "backend_unavailable"
-BACKEND_ERROR = "backend_error"
-ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+from shared.error_codes import (
+    ATTEMPT_TIMEOUT,
+    ATTEMPTS_EXHAUSTED,
+    BACKEND_ERROR,
+    BACKEND_UNAVAILABLE,
+    BUCKET_ALREADY_ON_CHAIN,
+    BUCKET_EXISTS,
+    INSUFFICIENT_FUNDS,
+    INVALID_BUCKET_NAME,
+    NONCE_CONFLICT,
+    RECEIPT_TIMEOUT,
+)
+from shared.errors import GatewayError
+
+# The codes are defined in `shared.error_codes`; the executor names them as `errors.<CODE>`.
+__all__ = [
+    "ATTEMPTS_EXHAUSTED",
+    "ATTEMPT_TIMEOUT",
+    "BACKEND_ERROR",
+    "BACKEND_UNAVAILABLE",
+    "BUCKET_ALREADY_ON_CHAIN",
+    "BUCKET_EXISTS",
+    "INSUFFICIENT_FUNDS",
+    "INVALID_BUCKET_NAME",
+    "NONCE_CONFLICT",
+    "RECEIPT_TIMEOUT",
+    "AkaveConfigurationError",
+    "BackendError",
+    "ExecutorError",
+    "classify",
+]
 
 # (code, retryable, lowercase fragments of the message); first match wins.
 _RULES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
@@ -39,3 +60,21 @@ def classify(message: str) -> tuple[str, bool]:
         if any(fragment in lowered for fragment in fragments):
             return code, retryable
     return BACKEND_ERROR, True
+
+
+class ExecutorError(GatewayError):
+    """Root of the errors the executor raises."""
+
+
+class BackendError(ExecutorError):
+    """A failed chain call with a stable `code` and whether trying again can help."""
+
+    def __init__(self, message: str, code: str | None = None, retryable: bool | None = None):
+        super().__init__(message)
+        guessed_code, guessed_retryable = classify(message)
+        self.code = code or guessed_code
+        self.retryable = guessed_retryable if retryable is None else retryable
+
+
+class AkaveConfigurationError(ExecutorError, RuntimeError):
+    """The Akave backend cannot start: the SDK is missing, there is no key, or bad settings."""

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from services.executor.backends import AkaveBackend, open_backend
@@ -24,8 +22,8 @@ from services.executor.ledger import PartitionLedger
 from services.executor.scheduler import KeyedScheduler, OffsetTracker
 from services.executor.transactions import TransactionGate
 from shared import metrics
-from shared.dead_letter import park
-from shared.events import EventData, MalformedEvent, UnknownEventType, decode, new_event
+from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record, SortedBatch
+from shared.events import EventData, new_event
 from shared.fold import JobState
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
@@ -73,10 +71,24 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
             asyncio.Semaphore(settings.executor_concurrency),
         )
         self._last_commit = 0.0
-        self.stats: Counter[str] = Counter()
+        self.stats = ConsumeStats()
+        self.jobs_finished = 0
+        self._dead_letters = DeadLetters(
+            appender, settings.dead_letter_topic, ConsumerName.EXECUTOR, self.stats
+        )
         self._appended = metrics.counter(metrics.EXECUTOR_EVENTS, registry)
         in_flight = metrics.gauge(metrics.EXECUTOR_IN_FLIGHT, registry)
         in_flight.set_function(lambda: self._scheduler.running)
+
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition: the log's end (last fetched high watermark) minus the
+        committed offset, which stays at the lowest unfinished job."""
+        lags = {}
+        for part in list(self._partitions.values()):
+            end = self._consumer.highwater(part.tp)
+            if end is not None:
+                lags[part.tp.partition] = end - part.committed
+        return lags
 
     # Rebalance -------------------------------------------------------------------------------
 
@@ -115,8 +127,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 part = self._partitions.get(tp.partition)
                 if part is None:
                     continue
-                for record in records:
-                    await self._consume(part, record)
+                await self._consume(part, records)
             for part in list(self._partitions.values()):
                 if not part.live and await self._consumer.position(part.tp) >= (
                     part.catch_up_to or 0
@@ -132,25 +143,19 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._scheduler.cancel()
         await self._commit(list(self._partitions.values()))
 
-    async def _consume(self, part: _Partition, record: ConsumerRecord[bytes, bytes]) -> None:
-        part.tracker.consumed(record.offset)
-        try:
-            event = decode(record.value)
-        except UnknownEventType as exc:
-            self.stats["unknown"] += 1
-            log.debug("skipping unknown event type", extra={"type": exc.event_type})
-            return
-        except MalformedEvent as exc:
-            self.stats["malformed"] += 1
+    async def _consume(self, part: _Partition, records: list[Record]) -> None:
+        batch = SortedBatch()
+        for record, event in batch.read(records):
+            part.tracker.consumed(record.offset)
+            is_new_job = part.ledger.observe(event, record.offset)
+            if is_new_job and part.live:
+                state = part.ledger.unfinished[event.job_id]
+                self._submit(part, state, record.offset)
+        part.tracker.consumed(records[-1].offset)
+        for record, error in batch.malformed:
             if record.offset >= part.committed:  # below it, an earlier run parked it already
-                await park(
-                    self._appender, self._settings.dead_letter_topic, record, str(exc), "executor"
-                )
-            return
-        is_new_job = part.ledger.observe(event, record.offset)
-        if is_new_job and part.live:
-            state = part.ledger.unfinished[event.job_id]
-            self._submit(part, state, record.offset)
+                await self._dead_letters.park(record, error)
+        self.stats.count(batch, len(records))
 
     def _go_live(self, part: _Partition) -> None:
         part.catch_up_to = None
@@ -182,7 +187,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 return
             part.tracker.finished(offset)
-            self.stats["jobs"] += 1
+            self.jobs_finished += 1
 
         part.jobs.add(self._scheduler.submit(job.bucket_name, work, done))
 
@@ -242,6 +247,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     try:
         registry = CollectorRegistry()
         executor = Executor(settings, backend, consumer, appender, registry)
+        registry.register(
+            metrics.ConsumeCollector(ConsumerName.EXECUTOR, lambda: executor.stats, executor.lag)
+        )
         consumer.subscribe([settings.bucket_events_topic], listener=executor)
         await consumer.start()
         stop_metrics = metrics.serve(
@@ -253,7 +261,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         finally:
             stop_metrics()
             await consumer.stop()
-        log.info("executor stopped", extra=dict(executor.stats))
+        log.info(
+            "executor stopped",
+            extra={**executor.stats.as_dict(), "jobs": executor.jobs_finished},
+        )
     finally:
         await appender.stop()
         await backend.close()

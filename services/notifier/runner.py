@@ -13,6 +13,7 @@ from services.notifier.dispatcher import Dispatcher
 from services.notifier.intake import Intake
 from services.notifier.sender import make_client
 from shared import metrics
+from shared.consume import ConsumerName
 from shared.db import make_engine, make_sessionmaker
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
@@ -41,6 +42,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         registry = CollectorRegistry()
         dispatcher = Dispatcher(settings, sessions, client, registry)
         intake = Intake(settings, consumer, appender, sessions, dispatcher.wake)
+        registry.register(
+            metrics.ConsumeCollector(ConsumerName.NOTIFIER, lambda: intake.stats, intake.lag)
+        )
         await consumer.start()
         stop_metrics = metrics.serve(
             registry, settings.metrics_host, settings.notifier_metrics_port, "notifier"
@@ -66,7 +70,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         finally:
             stop_metrics()
             await consumer.stop()
-        log.info("notifier stopped", extra={**intake.stats, **dispatcher.stats})
+        log.info(
+            "notifier stopped",
+            extra={**intake.stats.as_dict(), "deliveries": intake.deliveries, **dispatcher.stats},
+        )
     finally:
         await client.aclose()
         await appender.stop()

@@ -28,6 +28,11 @@ class ProjectorMetrics:
         self._lag = metrics.gauge(metrics.PROJECTOR_LAG, registry)
         self._folded = -1
         self._moved_at = time.monotonic()
+        self._lags: dict[int, int] = {}
+
+    def lags(self) -> dict[int, int]:
+        """Records behind the log's end, by partition, as last seen."""
+        return dict(self._lags)
 
     def committed(self, outcome: BatchOutcome, records: int, seconds: float) -> None:
         """One batch is in the database: count what it changed (once: a failed batch is never
@@ -54,6 +59,7 @@ class ProjectorMetrics:
                 continue
             lag = max(end - folded.get(partition, 0), 0)
             self._lag.labels(str(partition)).set(lag)
+            self._lags[partition] = lag
             behind = behind or lag > 0
         now = time.monotonic()
         total = sum(folded.values())

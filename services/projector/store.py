@@ -13,31 +13,9 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared import job_row
 from shared.fold import JobState, JobStatus
 from shared.models import BucketJob, ProjectorCheckpoint
-
-
-def row_to_state(row: BucketJob) -> JobState:
-    return JobState(
-        job_id=row.id,
-        bucket_name=row.bucket_name,
-        status=JobStatus(row.status),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        attempts=row.attempts,
-        tx_hash=row.tx_hash,
-        error=row.error,
-        error_code=row.error_code,
-        completed_at=row.completed_at,
-    )
-
-
-def _state_to_row(state: JobState) -> dict[str, object]:
-    row: dict[str, object] = state._asdict()
-    row["id"] = row.pop("job_id")
-    row["status"] = state.status.value
-    return row
-
 
 # Every writer of the live read model holds this transaction-scoped lock while it writes: each
 # projector batch, and a replay while it swaps its rebuilt tables in (`shadow.swap`).
@@ -98,7 +76,7 @@ async def load_jobs(
     if not ids:
         return {}
     rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(ids)))
-    return {row.id: row_to_state(row) for row in rows}
+    return {row.id: job_row.from_row(row) for row in rows}
 
 
 async def completed_owners(session: AsyncSession, names: Iterable[str]) -> dict[str, uuid.UUID]:
@@ -114,7 +92,7 @@ async def completed_owners(session: AsyncSession, names: Iterable[str]) -> dict[
 
 
 async def upsert_jobs(session: AsyncSession, states: Iterable[JobState]) -> None:
-    rows = [_state_to_row(s) for s in states]
+    rows = [job_row.to_row(s) for s in states]
     if not rows:
         return
     stmt = insert(BucketJob).values(rows)

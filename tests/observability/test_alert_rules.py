@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from shared import metrics
-from tests.stack import REPO
+from tests.support.stack import REPO
 
 PROMETHEUS = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "akave-gateway.json"

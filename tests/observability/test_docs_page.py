@@ -15,7 +15,7 @@ import pytest
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 from tests.observability.browser import headless_chromium, needs_chromium
-from tests.stack import Stack, unique_name
+from tests.support.stack import Stack, unique_name
 
 pytestmark = needs_chromium
 

@@ -13,7 +13,7 @@ import pytest
 from shared import metrics
 from shared.settings import Settings
 from tests.observability.scrape import Samples, gateway_series, scrape, value
-from tests.stack import Stack, free_port, unique_name
+from tests.support.stack import Stack, free_port, unique_name
 
 JOBS = 12
 STACK_SETTINGS = {
@@ -131,6 +131,30 @@ def test_executor_and_notifier_serve_their_metrics(
     assert gateway_series(notifier) <= metrics.exported_series()
     assert ("akave_webhook_oldest_due_age_seconds", frozenset()) in notifier
     assert value(notifier, "akave_webhook_oldest_due_age_seconds") == 0  # no webhooks
+
+
+def test_every_consumer_exports_the_consume_counters_and_its_lag(
+    ran: tuple[Stack, list[dict[str, object]]],
+) -> None:
+    stack, _ = ran
+    for consumer in ("executor", "projector", "notifier"):
+        samples = eventually(
+            lambda c=consumer: scrape(metrics_url(stack.settings, c)),
+            lambda s, c=consumer: (
+                all(v == 0 for (n, _), v in s.items() if n == "akave_consumer_lag_records")
+                and value(s, "akave_consumer_records_read_total", consumer=c) >= 3 * JOBS
+            ),
+        )
+        # every job is three events (requested, processing, created), all read by each
+        assert value(samples, "akave_consumer_records_read_total", consumer=consumer) >= 3 * JOBS
+        assert value(samples, "akave_consumer_parked_total", consumer=consumer) == 0
+        assert value(samples, "akave_consumer_unknown_skipped_total", consumer=consumer) == 0
+        lags = {
+            dict(labels)["partition"]: v
+            for (n, labels), v in samples.items()
+            if n == "akave_consumer_lag_records"
+        }
+        assert lags and set(lags.values()) == {0}, (consumer, lags)
 
 
 def test_api_with_several_workers_answers_the_sum_over_all_of_them(

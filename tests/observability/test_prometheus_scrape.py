@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from shared.settings import Settings
-from tests.stack import Stack, free_port, unique_name
+from tests.support.stack import Stack, free_port, unique_name
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [

@@ -14,6 +14,10 @@ async def open_backend(settings: Settings) -> AkaveBackend:
         from services.executor.backends.akave_sdk import AkaveSdkBackend
 
         return AkaveSdkBackend.from_settings(settings)
+    if settings.akave_backend == "evm":
+        from services.executor.backends.evm import EvmBackend
+
+        return await EvmBackend.open(settings)
     from services.executor.backends.simulated import SimulatedChain
 
     return await SimulatedChain.open(settings)

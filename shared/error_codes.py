@@ -1,0 +1,19 @@
+"""The stable `error_code` values of a failed job (`BucketFailed.error_code`, `bucket_jobs`).
+
+They are part of the published contract: clients branch on them, so a code is never renamed
+or reused. Which of them are worth another attempt is the executor's business
+(`services/executor/errors.py`).
+"""
+
+from __future__ import annotations
+
+INVALID_BUCKET_NAME = "invalid_bucket_name"
+INSUFFICIENT_FUNDS = "insufficient_funds"
+BUCKET_EXISTS = "bucket_exists"
+BUCKET_ALREADY_ON_CHAIN = "bucket_already_on_chain"
+NONCE_CONFLICT = "nonce_conflict"
+RECEIPT_TIMEOUT = "receipt_timeout"
+ATTEMPT_TIMEOUT = "attempt_timeout"
+BACKEND_UNAVAILABLE = "backend_unavailable"
+BACKEND_ERROR = "backend_error"
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"

@@ -1,0 +1,410 @@
+"""The transaction manager on a real anvil chain with Akave-compatible Storage deployed.
+
+Each test takes a chain of its own (automine for speed, 1-2 s blocks where timing matters),
+deploys the Storage contract, and drives `TransactionManager` through one fault lever. The
+witness is always the chain itself: CreateBucket logs per name, nonces, receipts.
+Signing keys here are anvil's public dev keys (localinfra/dev_keys.py), public test data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_utils import keccak
+
+from localinfra.anvil import LocalAnvil
+from localinfra.anvil import RpcError as AnvilRpcError
+from localinfra.chain import deploy_storage
+from localinfra.dev_keys import DEV_ACCOUNTS
+from services.executor.chain import reverts
+from services.executor.chain.keys import SigningKey
+from services.executor.chain.lane import LaneConfig
+from services.executor.chain.manager import TransactionManager
+from services.executor.chain.records import (
+    AlreadyExists,
+    Attempt,
+    Created,
+    Outcome,
+    Refused,
+    Reverted,
+)
+from services.executor.chain.rpc import JsonRpc
+from services.executor.chain.send_errors import SendVerdict, classify
+from tests.chain.fixtures import AnvilFactory
+from tests.support.stack import free_port
+from tests.support.tcp_proxy import TcpProxy
+
+KEY = DEV_ACCOUNTS[1][1]
+ADDRESS = DEV_ACCOUNTS[1][0]
+GWEI = 10**9
+
+
+def chain_with_storage(
+    anvil_factory: AnvilFactory, block_time: float | None = None
+) -> tuple[LocalAnvil, str]:
+    """A chain of the test's own with our Storage contract on it."""
+    chain = anvil_factory(block_time=block_time)
+    return chain, deploy_storage(chain)
+
+
+class Recorder:
+    """The journal: what the job flow would append to the log, in order."""
+
+    def __init__(self) -> None:
+        self.attempts: list[Attempt] = []
+        self.fail_next = False
+
+    async def __call__(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+
+    def of(self, name: str) -> list[Attempt]:
+        return [a for a in self.attempts if a.bucket_name == name]
+
+
+class Harness:
+    def __init__(self, chain: LocalAnvil, contract: str, rpc_url: str | None = None) -> None:
+        self.chain = chain
+        self.contract = contract
+        self.rpc_url = rpc_url or chain.rpc_url
+        self.journal = Recorder()
+        self.managers: list[TransactionManager] = []
+        self.rpcs: list[JsonRpc] = []
+
+    async def manager(self, keys: list[str] | None = None, **options: Any) -> TransactionManager:
+        poll = options.pop("poll_interval_s", 0.05)
+        config = LaneConfig(
+            chain_id=self.chain.chain_id,
+            contract=self.contract,
+            **{"backoff_s": 0.1, "backoff_max_s": 0.5, **options},
+        )
+        rpc = JsonRpc(self.rpc_url, timeout_s=2.0)
+        self.rpcs.append(rpc)
+        manager = TransactionManager(
+            rpc, [SigningKey(k) for k in keys or [KEY]], config, poll_interval_s=poll
+        )
+        await manager.start()
+        self.managers.append(manager)
+        return manager
+
+    async def close(self) -> None:
+        for manager in self.managers:
+            await manager.close()
+        for rpc in self.rpcs:
+            await rpc.close()
+
+    def create_logs(self) -> Counter[str]:
+        """CreateBucket logs on the chain per owner-name id (the chain's own witness)."""
+        logs = self.chain.rpc(
+            "eth_getLogs",
+            {
+                "address": self.contract,
+                "fromBlock": "0x0",
+                "toBlock": "latest",
+                "topics": [reverts.CREATE_BUCKET_TOPIC],
+            },
+        )
+        return Counter(entry["topics"][1] for entry in logs)
+
+
+def bucket_id(name: str, owner: str = ADDRESS) -> str:
+    return "0x" + keccak(name.encode() + bytes.fromhex(owner[2:])).hex()
+
+
+@pytest.fixture
+async def harness(anvil_factory: AnvilFactory) -> AsyncIterator[Harness]:
+    h = Harness(*chain_with_storage(anvil_factory))
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+def assert_created_once(h: Harness, outcomes: dict[str, Outcome]) -> None:
+    logs = h.create_logs()
+    for name, outcome in outcomes.items():
+        assert isinstance(outcome, Created), (name, outcome)
+        assert outcome.bucket_id == bucket_id(name)
+        assert logs[bucket_id(name)] == 1, name
+    assert sum(logs.values()) == len(outcomes)
+
+
+async def create_all(
+    manager: TransactionManager, names: list[str], journal: Recorder
+) -> dict[str, Outcome]:
+    results = await asyncio.gather(*(manager.create(name, journal) for name in names))
+    return dict(zip(names, results, strict=True))
+
+
+async def test_fifty_concurrent_creates_use_consecutive_nonces_and_each_name_once(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager()
+    start = harness.chain.nonce(ADDRESS)
+    names = [f"bucket-{i}" for i in range(50)]
+    outcomes = await asyncio.wait_for(create_all(manager, names, harness.journal), 60)
+    assert_created_once(harness, outcomes)
+    nonces = sorted(a.nonce for a in harness.journal.attempts)
+    assert nonces == list(range(start, start + 50))
+    assert harness.chain.nonce(ADDRESS) == start + 50
+    again = await asyncio.wait_for(manager.create("bucket-7", harness.journal), 20)
+    assert isinstance(again, AlreadyExists)
+
+
+async def test_no_more_than_max_in_flight_transactions_at_once(harness: Harness) -> None:
+    manager = await harness.manager(max_in_flight=4)
+    lane = manager.lane_for("capped")
+    harness.chain.set_automine(False)  # nothing is mined until the check below is done
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, lane.status().in_flight)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    names = [f"capped-{i}" for i in range(10)]
+    task = asyncio.create_task(create_all(manager, names, harness.journal))
+    await asyncio.sleep(1.0)
+    assert len(harness.journal.attempts) == 4  # the other six wait for room, unsigned
+    harness.chain.set_interval_mining(1)
+    outcomes = await asyncio.wait_for(task, 60)
+    watcher.cancel()
+    assert peak == 4
+    assert_created_once(harness, outcomes)
+
+
+async def test_a_transaction_dropped_from_the_mempool_is_sent_again_with_the_same_bytes(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager()
+    harness.chain.set_automine(False)
+    task = asyncio.create_task(manager.create("dropped", harness.journal))
+    await wait_until(lambda: len(harness.journal.attempts) == 1)
+    (attempt,) = harness.journal.attempts
+    await wait_until(lambda: harness.chain.rpc("eth_getTransactionByHash", attempt.tx_hash))
+    harness.chain.drop_transaction(attempt.tx_hash)
+    assert harness.chain.rpc("eth_getTransactionByHash", attempt.tx_hash) is None
+    harness.chain.set_interval_mining(1)
+    outcome = await asyncio.wait_for(task, 30)
+    assert isinstance(outcome, Created) and outcome.tx_hash == attempt.tx_hash
+    assert harness.journal.attempts == [attempt]  # re-sent, never re-signed
+    assert_created_once(harness, {"dropped": outcome})
+
+
+async def test_a_stuck_transaction_is_replaced_with_bumped_fees_and_only_the_replacement_mines(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager(replace_after_blocks=0)
+    harness.chain.set_automine(False)
+    task = asyncio.create_task(manager.create("stuck", harness.journal))
+    await wait_until(lambda: len(harness.journal.attempts) == 1)
+    original = harness.journal.attempts[0]
+    await wait_until(lambda: harness.chain.rpc("eth_getTransactionByHash", original.tx_hash))
+    harness.chain.set_next_block_base_fee(3 * original.max_fee_per_gas)
+    harness.chain.set_interval_mining(1)
+    outcome = await asyncio.wait_for(task, 30)
+    attempts = harness.journal.of("stuck")
+    assert len(attempts) >= 2
+    assert {a.nonce for a in attempts} == {original.nonce}
+    for before, after in itertools.pairwise(attempts):
+        assert after.max_fee_per_gas >= before.max_fee_per_gas * 1.125
+        assert after.max_priority_fee_per_gas >= before.max_priority_fee_per_gas * 1.125
+    assert isinstance(outcome, Created) and outcome.tx_hash != original.tx_hash
+    assert harness.chain.rpc("eth_getTransactionReceipt", original.tx_hash) is None
+    assert_created_once(harness, {"stuck": outcome})
+
+
+async def test_a_transaction_sent_with_our_key_behind_our_back_resyncs_the_lane(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager()
+    chain = harness.chain
+    chain.set_automine(False)
+    task = asyncio.create_task(manager.create("usurped", harness.journal))
+    await wait_until(lambda: len(harness.journal.attempts) == 1)
+    ours = harness.journal.attempts[0]
+    await wait_until(lambda: chain.rpc("eth_getTransactionByHash", ours.tx_hash))
+    # Someone else signs with our key: a richer transaction at our nonce, and one after it.
+    chain.rpc("eth_sendRawTransaction", self_transfer(chain, ours.nonce, 10 * ours.max_fee_per_gas))
+    chain.rpc("eth_sendRawTransaction", self_transfer(chain, ours.nonce + 1, ours.max_fee_per_gas))
+    chain.set_interval_mining(1)
+    outcome = await asyncio.wait_for(task, 30)
+    assert chain.rpc("eth_getTransactionReceipt", ours.tx_hash) is None
+    attempts = harness.journal.of("usurped")
+    assert attempts[-1].nonce >= ours.nonce + 2  # signed again, past both of theirs
+    assert isinstance(outcome, Created) and outcome.tx_hash == attempts[-1].tx_hash
+    later = await asyncio.wait_for(create_all(manager, ["after-1", "after-2"], harness.journal), 30)
+    assert_created_once(harness, {"usurped": outcome, **later})
+
+
+async def test_an_unfunded_key_pauses_its_lane_and_resumes_once_funded(harness: Harness) -> None:
+    chain = harness.chain
+    chain.set_automine(False)
+    chain.set_interval_mining(1)
+    funds = chain.balance(ADDRESS)
+    chain.set_balance(ADDRESS, 0)
+    manager = await harness.manager(insufficient_funds_wait_s=3.0)
+    refused = await asyncio.wait_for(manager.create("refused", harness.journal), 20)
+    assert isinstance(refused, Refused) and refused.code == "insufficient_funds"
+    (lane,) = manager.status()
+    assert lane.paused and lane.balance_wei == 0
+
+    task = asyncio.create_task(manager.create("patient", harness.journal))
+    await asyncio.sleep(0.5)
+    assert not task.done() and manager.status()[0].paused
+    chain.set_balance(ADDRESS, funds)
+    outcome = await asyncio.wait_for(task, 30)
+    assert not manager.status()[0].paused
+    assert_created_once(harness, {"patient": outcome})
+    # The refused create's nonce was left unused: a self-transfer filled the gap.
+    refused_nonce = harness.journal.of("refused")[0].nonce
+    assert harness.journal.of("patient")[0].nonce == refused_nonce + 1
+    await wait_until(lambda: chain.nonce(ADDRESS) == refused_nonce + 2)
+
+
+async def test_an_rpc_outage_fails_nothing_and_signs_nothing_again(
+    anvil_factory: AnvilFactory,
+) -> None:
+    chain, contract = chain_with_storage(anvil_factory, block_time=1.0)
+    proxy = TcpProxy("127.0.0.1", chain.port, free_port())
+    proxy.start()
+    h = Harness(chain, contract, rpc_url=f"http://127.0.0.1:{proxy.port}")
+    try:
+        manager = await h.manager()
+        first = await asyncio.wait_for(manager.create("before", h.journal), 20)
+        proxy.cut()
+        names = [f"during-{i}" for i in range(5)]
+        task = asyncio.create_task(create_all(manager, names, h.journal))
+        await asyncio.sleep(5.0)
+        assert not task.done()
+        proxy.restore()
+        outcomes = await asyncio.wait_for(task, 30)
+        for name in names:
+            assert len(h.journal.of(name)) == 1  # signed once, sent when the node came back
+        assert_created_once(h, {"before": first, **outcomes})
+    finally:
+        await h.close()
+        proxy.stop()
+
+
+async def test_a_reorg_of_mined_transactions_puts_them_back_and_each_completes_once(
+    harness: Harness,
+) -> None:
+    chain = harness.chain
+    manager = await harness.manager(confirmations=3)
+    chain.mine(3)  # so that a reorg of depth 2 leaves the contract's own block alone
+    chain.set_automine(False)
+    names = [f"reorged-{i}" for i in range(3)]
+    task = asyncio.create_task(create_all(manager, names, harness.journal))
+    await wait_until(lambda: len(harness.journal.attempts) == 3)
+    hashes = [a.tx_hash for a in harness.journal.attempts]
+    await wait_until(lambda: all(chain.rpc("eth_getTransactionByHash", h) for h in hashes))
+    chain.mine(1)
+    assert all(chain.rpc("eth_getTransactionReceipt", h) for h in hashes)
+    await asyncio.sleep(0.5)  # the watcher sees them mined, not yet confirmed
+    chain.reorg(2)
+    assert not any(chain.rpc("eth_getTransactionReceipt", h) for h in hashes)
+    await wait_until(lambda: all(chain.rpc("eth_getTransactionByHash", h) for h in hashes))
+    chain.set_interval_mining(1)
+    outcomes = await asyncio.wait_for(task, 30)
+    assert len(harness.journal.attempts) == 3  # the same bytes came back, nothing re-signed
+    assert_created_once(harness, outcomes)
+
+
+async def test_a_new_manager_resolves_recorded_attempts_without_signing_new_creates(
+    harness: Harness,
+) -> None:
+    chain = harness.chain
+    chain.set_automine(False)
+    crashed = await harness.manager()
+    hang = asyncio.Event()
+
+    async def record_then_crash(attempt: Attempt) -> None:
+        harness.journal.attempts.append(attempt)
+        await hang.wait()  # recorded, never broadcast: the process dies here
+
+    names = [f"resumed-{i}" for i in range(6)]
+    first = asyncio.create_task(crashed.create(names[0], record_then_crash))
+    await wait_until(lambda: len(harness.journal.attempts) == 1)
+    rest = [asyncio.create_task(crashed.create(n, harness.journal)) for n in names[1:]]
+    await wait_until(lambda: len(harness.journal.attempts) == 6)
+    sent = harness.journal.of(names[1])[0].tx_hash
+    await wait_until(lambda: chain.rpc("eth_getTransactionByHash", sent))
+    chain.drop_transaction(harness.journal.of(names[2])[0].tx_hash)  # lost with the mempool
+    for task in [first, *rest]:
+        task.cancel()
+    await crashed.close()
+    chain.mine(1)  # what the node had (behind the gap at names[0]'s nonce: nothing yet)
+
+    recorded = {name: harness.journal.of(name) for name in names}
+    restarted = await harness.manager()
+    chain.set_interval_mining(1)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(restarted.resume(recorded[n], harness.journal) for n in names)), 30
+    )
+    for name, outcome in zip(names, outcomes, strict=True):
+        assert {a.nonce for a in harness.journal.of(name)} == {recorded[name][0].nonce}
+        assert isinstance(outcome, Created)
+    assert_created_once(harness, dict(zip(names, outcomes, strict=True)))
+
+
+def self_transfer(chain: LocalAnvil, nonce: int, fee_cap: int) -> str:
+    """A transaction signed with the manager's key outside the manager (a dev key: public)."""
+    tx = {
+        "type": 2,
+        "chainId": chain.chain_id,
+        "nonce": nonce,
+        "to": ADDRESS,
+        "value": 0,
+        "gas": 21_000,
+        "maxFeePerGas": fee_cap,
+        "maxPriorityFeePerGas": fee_cap // 2,
+    }
+    return "0x" + Account.sign_transaction(tx, KEY).raw_transaction.hex()
+
+
+async def test_a_create_that_runs_out_of_gas_fails_with_the_reason(harness: Harness) -> None:
+    manager = await harness.manager(create_gas=60_000)
+    outcome = await asyncio.wait_for(manager.create("starved", harness.journal), 20)
+    assert isinstance(outcome, Reverted) and outcome.error == "out of gas"
+    assert harness.create_logs() == Counter()
+
+
+def test_the_nodes_refusals_are_read_as_the_manager_needs(harness: Harness) -> None:
+    """The words anvil uses, produced live: what a send error means for the attempt."""
+    chain = harness.chain
+    chain.set_automine(False)
+    nonce = chain.nonce(ADDRESS)
+    base_fee = int(chain.rpc("eth_getBlockByNumber", "latest", False)["baseFeePerGas"], 16)
+    pending = self_transfer(chain, nonce, 4 * base_fee)
+    chain.rpc("eth_sendRawTransaction", pending)
+
+    def refusal(raw: str) -> SendVerdict:
+        with pytest.raises(AnvilRpcError) as refused:
+            chain.rpc("eth_sendRawTransaction", raw)
+        return classify(refused.value.message)
+
+    assert refusal(pending) is SendVerdict.MAYBE_SENT  # already known
+    cheaper = self_transfer(chain, nonce, 2 * base_fee)  # replacement underpriced
+    assert refusal(cheaper) is SendVerdict.MAYBE_SENT
+    assert refusal(self_transfer(chain, nonce + 1, base_fee // 2)) is SendVerdict.UNDERPRICED
+    chain.mine(1)
+    assert refusal(self_transfer(chain, nonce, 8 * base_fee)) is SendVerdict.MAYBE_SENT  # too low
+    chain.set_balance(ADDRESS, 0)
+    assert refusal(self_transfer(chain, nonce + 1, 4 * base_fee)) is SendVerdict.INSUFFICIENT_FUNDS
