@@ -63,6 +63,7 @@ def run_dev(settings: Settings) -> int:
             f"\nAkave Async Gateway is running (backend: {settings.akave_backend})\n"
             f"  API      http://{settings.api_host}:{settings.api_port}  (docs at /docs)\n"
             f"  Kafka    {settings.kafka_bootstrap_servers}\n"
+            f"{metrics_lines(settings)}"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
@@ -85,3 +86,18 @@ def run_dev(settings: Settings) -> int:
         if broker is not None:
             broker.stop()
         print("stopped", flush=True)
+
+
+def metrics_lines(settings: Settings) -> str:
+    """Where each service's Prometheus metrics are (docs/operations.md)."""
+    lines = []
+    if settings.api_metrics:
+        lines.append(f"  metrics  api       http://{settings.api_host}:{settings.api_port}/metrics")
+    for name, port in (
+        ("executor", settings.executor_metrics_port),
+        ("projector", settings.projector_metrics_port),
+        ("notifier", settings.notifier_metrics_port),
+    ):
+        if port:
+            lines.append(f"  metrics  {name:<9} http://{settings.metrics_host}:{port}/metrics")
+    return "".join(line + "\n" for line in lines)

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     webhook_poll_interval_s: float = Field(default=1.0, gt=0)
     webhook_deny_targets: str = "169.254.0.0/16"
 
+    # Metrics (Prometheus, docs/operations.md): the API answers /metrics on its own port; the
+    # other services each serve /metrics on a port of their own, 0 = off
+    api_metrics: bool = True  # off: no /metrics and no per-request counting (bench/)
+    metrics_host: str = "127.0.0.1"
+    executor_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    projector_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    notifier_metrics_port: int = Field(default=9103, ge=0, le=65535)
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
