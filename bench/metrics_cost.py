@@ -1,5 +1,5 @@
 """What the API's metrics cost the accept path: POST /buckets per second with API_METRICS on
-against the same server with it off, in one run (target: on/off >= 0.95, issue 11).
+against the same server with it off, in one run (target: on/off >= 0.95).
 
 Two API processes run side by side on the same broker, database and settings but for
 API_METRICS; wrk loads one at a time, alternating off, on, off, on... so that drift in the

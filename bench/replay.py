@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, drop_database, ensure_postgres
+from localinfra.process import free_port
 from services.projector.replay.bulk_copy import FETCH as BULK_FETCH
 from services.projector.replay.bulk_copy import FETCH_RECORDS as BULK_RECORDS
 from shared.events import (
@@ -55,14 +56,6 @@ from shared.settings import Settings
 REPO = Path(__file__).resolve().parent.parent
 WAVE = 1000  # jobs in flight at once in the generated log
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def generate(events: int) -> Iterator[tuple[bytes, bytes]]:
@@ -307,7 +300,7 @@ def main() -> None:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         broker = LocalKafka(
-            REPO, name=f"bench-replay-{tag}", port=_free_port(), controller_port=_free_port(),
+            REPO, name=f"bench-replay-{tag}", port=free_port(), controller_port=free_port(),
             fresh=True,
         )  # fmt: skip
         broker.start()

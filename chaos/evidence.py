@@ -15,7 +15,8 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from shared.events import MalformedEvent, UnknownEventType, decode
+from shared.errors import MalformedEvent, UnknownEventType
+from shared.events import decode
 from shared.fold import JobState, JobStatus, apply
 from shared.settings import Settings
 from tests.support.stack import read_events

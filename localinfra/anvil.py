@@ -18,28 +18,20 @@ Stdlib only, like the rest of `localinfra`: JSON-RPC goes over urllib.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import os
-import signal
-import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from localinfra.npm import NpmError, ensure_package
+from localinfra.process import HOST, DetachedProcess, LocalServer, free_port, port_open
 
-HOST = "127.0.0.1"
 ANVIL_VERSION = "1.7.1"
 NPM_PACKAGE = "@foundry-rs/anvil-linux-amd64"
 DEV_CHAIN_ID = 31337  # anvil's default
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child only calls it
 
 
 class AnvilError(RuntimeError):
@@ -76,16 +68,16 @@ def _check_binary(binary: Path) -> None:
         raise NpmError(f"npm installed anvil {version!r}, expected {ANVIL_VERSION}")
 
 
-class LocalAnvil:
+class LocalAnvil(LocalServer):
     """One named local chain; `start()`/`stop()` may alternate any number of times.
 
     `port=None` picks a free port on the first start and keeps it for restarts (an outage
     test stops the chain and starts it again where its clients expect it). `fresh=True`
-    deletes the state file on the first `start()` only. The process leads its own process
-    group and, when started from the main thread, gets SIGTERM if this Python process dies
-    (PR_SET_PDEATHSIG), so a crashed test run leaves no chain behind. (The signal follows the
-    *thread* that started it, hence main thread only; from another thread only `stop()` and
-    the process group remain, and the next `start()` of the same name ends the orphan.)
+    deletes the state file on the first `start()` only. `stop()` (SIGTERM) writes the state
+    file; after `kill()` the state since the last interval dump is lost. The process
+    (localinfra/process.py) dies with this Python process when started from the main thread,
+    so a crashed test run leaves no chain behind; a chain started from another thread and
+    left behind is ended by the next `start()` of the same name.
     """
 
     def __init__(
@@ -109,9 +101,11 @@ class LocalAnvil:
         self.gas_limit = gas_limit
         self.fresh = fresh
         self.dir = self.root / ".local" / "anvil" / name
-        self.log_file = self.dir / "anvil.log"
-        self.pid_file = self.dir / "anvil.pid"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = DetachedProcess(
+            self.dir, "anvil", label=f"anvil {name!r}", error=AnvilError, is_ours=self._is_ours
+        )
+        self.log_file = self._process.log_file
+        self.pid_file = self._process.pid_file
         self._chain_id: int | None = None
 
     @property
@@ -126,64 +120,27 @@ class LocalAnvil:
             self._chain_id = int(self.rpc("eth_chainId"), 16)
         return self._chain_id
 
-    @property
-    def pid(self) -> int | None:
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc.pid
-        return None
-
-    def is_running(self) -> bool:
-        return self.pid is not None
-
     def start(self, timeout: float = 60) -> None:
         """Start the chain (installing anvil first if needed) and wait until it answers."""
         deadline = time.monotonic() + timeout
         if self.is_running():
             self.stop()
-        self._kill_orphan()
+        self._process.end_leftover()
         binary = ensure_binary(self.root)
         if self.fresh:
             if self.state_file is not None:
                 self.state_file.unlink(missing_ok=True)
             self.fresh = False  # later restarts keep the state
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or _free_port()  # kept across restarts: clients reconnect
-        if _port_open(self.port):
+        self.port = self.port or free_port()  # kept across restarts: clients reconnect
+        if port_open(self.port):
             raise AnvilError(f"port {self.port} is already in use by another process")
-        if self.log_file.exists():
-            self.log_file.replace(self.log_file.with_suffix(".log.1"))
-        with open(self.log_file, "wb") as log:
-            self._proc = subprocess.Popen(
-                [str(binary), *self._args()],
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() reaches it, Ctrl-C doesn't
-                preexec_fn=_die_with_parent if _on_main_thread() else None,
-            )
-        self.pid_file.write_text(f"{self._proc.pid}\n")
         self._chain_id = None
-        try:
-            self._wait_ready(deadline)
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self, timeout: float = 15) -> None:
-        """Shut down cleanly (SIGTERM: a state file is written); SIGKILL after `timeout`."""
-        self._terminate(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        """Crash the chain (SIGKILL): state since the last interval dump is lost."""
-        self._terminate(signal.SIGKILL, 0)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        self._launch(
+            [str(binary), *self._args()],
+            lambda pid: self._wait_ready(pid, deadline),
+            die_with_parent=True,
+        )
 
     # -- JSON-RPC ----------------------------------------------------------------------------
 
@@ -251,18 +208,6 @@ class LocalAnvil:
         to include in the new blocks. Reorged-out transactions do not return to the pool."""
         self.rpc("anvil_reorg", depth, [list(pair) for pair in txs or []])
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return f"LocalAnvil(name={self.name!r}, port={self.port}, block_time={self.block_time})"
 
@@ -279,13 +224,12 @@ class LocalAnvil:
             args += ["--state", str(self.state_file), "--state-interval", str(self.state_interval)]
         return args
 
-    def _wait_ready(self, deadline: float) -> None:
-        assert self._proc is not None
+    def _wait_ready(self, pid: int, deadline: float) -> None:
         while True:
-            if self._proc.poll() is not None:
+            if not self._process.alive(pid):
                 raise AnvilError(
                     f"anvil chain {self.name!r} exited during startup (code "
-                    f"{self._proc.returncode}); log {self.log_file}:\n{self.log_tail()}"
+                    f"{self._process.returncode}); log {self.log_file}:\n{self.log_tail()}"
                 )
             with contextlib.suppress(AnvilError):
                 self._chain_id = int(self.rpc("eth_chainId", timeout=2), 16)
@@ -297,76 +241,14 @@ class LocalAnvil:
                 )
             time.sleep(0.1)
 
-    def _kill_orphan(self) -> None:
-        """A chain of this name that an earlier process left behind (started off the main
-        thread, so not killed with it) holds its state file: end it before starting anew.
-        Pid files go stale and pids get reused: only an anvil running in our folder counts."""
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.pid_file.read_text().strip())
+    def _is_ours(self, pid: int) -> bool:
+        """An anvil running in this chain's folder (pid files go stale, pids get reused)."""
+        try:
             exe = Path(f"/proc/{pid}/exe").resolve()
-            if exe.name == "anvil" and Path(f"/proc/{pid}/cwd").resolve() == self.dir:
-                _signal_group(pid, signal.SIGTERM)
-                deadline = time.monotonic() + 15
-                while process_running(pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                if process_running(pid):
-                    _signal_group(pid, signal.SIGKILL)
-
-    def _terminate(self, sig: signal.Signals, timeout: float) -> None:
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            _signal_group(proc.pid, sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired as exc:
-                    raise AnvilError(
-                        f"anvil {self.name!r} (pid {proc.pid}) survived SIGKILL"
-                    ) from exc
-        self.pid_file.unlink(missing_ok=True)
-        self._proc = None
+            return exe.name == "anvil" and Path(f"/proc/{pid}/cwd").resolve() == self.dir
+        except OSError:
+            return False
 
 
 def _seconds(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
-
-
-def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (Linux prctl)."""
-    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def process_running(pid: int) -> bool:
-    """Alive, not a zombie waiting for its new parent (init) to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex((HOST, port)) == 0

@@ -12,22 +12,19 @@ dev broker and test brokers can run side by side on different ports.
 from __future__ import annotations
 
 import base64
-import contextlib
 import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-HOST = "127.0.0.1"  # not "localhost": it may resolve to ::1 while Kafka listens on IPv4
+from localinfra.process import HOST, DetachedProcess, LocalServer, port_open
+
 JVM_OPTS = ("-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true")
 MAVEN_TIMEOUT_S = 900
 
@@ -51,14 +48,17 @@ class KafkaError(RuntimeError):
     """The local broker could not be prepared, started or stopped."""
 
 
-class LocalKafka:
+class LocalKafka(LocalServer):
     """One named local broker; `start()`/`stop()` may alternate any number of times.
 
     `fresh=True` wipes the broker's data on the first `start()` only, so that a test suite can
     stop and restart the broker on the same data (outage tests). `reuse=True` adopts a broker
     of the same name that an earlier process left running (the dev `up` command) instead of
-    restarting it.
+    restarting it. `pid` is the broker JVM's, whether this object or an earlier process
+    started it.
     """
+
+    stop_timeout = 30
 
     def __init__(
         self,
@@ -82,27 +82,20 @@ class LocalKafka:
         self.data_dir = self.dir / "data"
         self.properties_file = self.dir / "server.properties"
         self.log4j_file = self.dir / "log4j.properties"
-        self.log_file = self.dir / "kafka.log"
-        self.pid_file = self.dir / "kafka.pid"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = DetachedProcess(
+            self.dir,
+            "kafka",
+            label=f"Kafka broker {name!r}",
+            error=KafkaError,
+            is_ours=self._is_our_broker,
+            adopt=True,
+        )
+        self.log_file = self._process.log_file
+        self.pid_file = self._process.pid_file
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """The broker JVM's pid, whether this object or an earlier process started it."""
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc.pid
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(self.pid_file.read_text().strip())
-            if self._is_our_broker(pid):
-                return pid
-        return None
-
-    def is_running(self) -> bool:
-        return self.pid is not None
 
     def ensure_jars(self) -> None:
         """Copy Kafka's runtime classpath from Maven once; afterwards this is one hash check.
@@ -160,52 +153,12 @@ class LocalKafka:
         if not (self.data_dir / "meta.properties").exists():
             self._format()
         for port in (self.port, self.controller_port):
-            if _port_open(port):
+            if port_open(port):
                 raise KafkaError(f"port {port} is already in use by another process")
-        if self.log_file.exists():
-            self.log_file.replace(self.log_file.with_suffix(".log.1"))
-        with open(self.log_file, "wb") as log:
-            self._proc = subprocess.Popen(
-                [*self._java_cmd(), "kafka.Kafka", str(self.properties_file)],
-                cwd=self.dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() reaches it, Ctrl-C doesn't
-            )
-        self.pid_file.write_text(f"{self._proc.pid}\n")
-        try:
-            self._wait_ready(self._proc.pid, deadline)
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self, timeout: float = 30) -> None:
-        """Shut down cleanly (SIGTERM); SIGKILL if that takes longer than `timeout`."""
-        self._terminate(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        """Crash the broker (SIGKILL), as an outage test wants; the data stays."""
-        self._terminate(signal.SIGKILL, 0)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._launch(
+            [*self._java_cmd(), "kafka.Kafka", str(self.properties_file)],
+            lambda pid: self._wait_ready(pid, deadline),
+        )
 
     def __repr__(self) -> str:
         return f"LocalKafka(name={self.name!r}, bootstrap_servers={self.bootstrap_servers!r})"
@@ -284,8 +237,8 @@ broker.session.timeout.ms=4000
 
     def _wait_ready(self, pid: int, deadline: float) -> None:
         while True:
-            if not self._alive(pid):
-                code = self._proc.returncode if self._proc is not None else None
+            if not self._process.alive(pid):
+                code = self._process.returncode
                 raise KafkaError(
                     f"Kafka broker {self.name!r} exited during startup (code {code}); "
                     f"log {self.log_file}:\n{self.log_tail()}"
@@ -299,11 +252,6 @@ broker.session.timeout.ms=4000
                 )
             time.sleep(0.2)
 
-    def _alive(self, pid: int) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
-        return self._is_our_broker(pid)
-
     def _is_our_broker(self, pid: int) -> bool:
         """Pid files go stale and pids get reused: only signal a JVM running our config."""
         try:
@@ -312,40 +260,6 @@ broker.session.timeout.ms=4000
             return False
         return b"kafka.Kafka" in args and os.fsencode(self.properties_file) in args
 
-    def _terminate(self, sig: signal.Signals, timeout: float) -> None:
-        pid = self.pid
-        if pid is not None:
-            _signal_group(pid, sig)
-            if not self._wait_exit(pid, timeout):
-                _signal_group(pid, signal.SIGKILL)
-                if not self._wait_exit(pid, 15):
-                    raise KafkaError(f"Kafka broker {self.name!r} (pid {pid}) survived SIGKILL")
-        self.pid_file.unlink(missing_ok=True)
-        self._proc = None
-
-    def _wait_exit(self, pid: int, timeout: float) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout)  # also reaps our child, so no zombie is left
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        deadline = time.monotonic() + timeout
-        while self._is_our_broker(pid):  # not our child: its parent (or init) reaps it
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    """The broker leads its own process group (start_new_session); fall back to the pid."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-
 
 def _cluster_id() -> str:
     """What `StorageTool random-uuid` prints, without starting a JVM for it."""
@@ -353,12 +267,6 @@ def _cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):  # would be parsed as a command-line flag
             return cluster_id
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex((HOST, port)) == 0
 
 
 def _broker_count(host: str, port: int, timeout: float = 2.0) -> int:

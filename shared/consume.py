@@ -24,7 +24,8 @@ from typing import TypeAlias
 from aiokafka.structs import ConsumerRecord
 
 from shared.dead_letter import park
-from shared.events import Event, MalformedEvent, UnknownEventType, decode
+from shared.errors import MalformedEvent, UnknownEventType
+from shared.events import Event, decode
 from shared.kafka import Appender
 
 log = logging.getLogger(__name__)

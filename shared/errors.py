@@ -1,8 +1,9 @@
 """The errors `shared/` raises: one root, `GatewayError`, that every layer's errors derive from.
 
-Each layer has its own `errors.py` with one root class (`services/api/errors.py`,
-`services/executor/errors.py`, `services/projector/errors.py`, `services/notifier/errors.py`);
-docs/errors.md lists every class, who raises it and its HTTP answer.
+Each layer that raises errors of its own has an `errors.py` with one root class
+(`services/api/errors.py`, `services/executor/errors.py`, `services/projector/errors.py`; the
+notifier raises only these); docs/errors.md lists every class, who raises it and its HTTP
+answer.
 """
 
 from __future__ import annotations

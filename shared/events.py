@@ -17,8 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import SchemaValidator, core_schema
 
-from shared.errors import MalformedEvent as MalformedEvent
-from shared.errors import UnknownEventType as UnknownEventType
+from shared.errors import MalformedEvent, UnknownEventType
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"

@@ -2,7 +2,7 @@
 
 Services build their metrics from these definitions (`counter`, `gauge`, `histogram`), and the
 alert rules, the Grafana dashboard and docs/operations.md are checked against `ALL` by
-tests/observability/test_metric_names.py, so a rule can never watch a metric nobody exports.
+tests/observability/test_alert_rules.py, so a rule can never watch a metric nobody exports.
 
 A definition whose `pending` names a component is defined (and documented) but not yet exported:
 that component wires it when it lands.

@@ -6,7 +6,7 @@ import errno
 import stat
 from pathlib import Path
 
-from shared.errors import InsecureSecretFile as InsecureSecretFile
+from shared.errors import InsecureSecretFile
 
 
 def read_secret_file(path: Path, setting: str) -> str:

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    # Infrastructure
+    # Event log and database (every service)
     database_url: str = DEFAULT_DATABASE_URL
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     bucket_events_topic: str = "akave.bucket-events"
@@ -30,21 +30,31 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_workers: int = Field(default=1, ge=1)
+    api_db_pool_size: int = Field(default=10, ge=1)  # per worker; requests queue for a connection
     append_timeout_s: float = Field(default=3.0, gt=0)
     db_timeout_s: float = Field(default=2.0, gt=0)
     read_your_writes_timeout_s: float = Field(default=3.0, ge=0)
     retry_after_s: int = Field(default=2, ge=1)
-    # API, fault suite (chaos/): bounds what a dead projector costs each idempotent POST
+    # bounds what a projector that does not answer costs each idempotent POST
     idempotency_projection_wait_s: float = Field(default=0.5, ge=0)
     request_deadline_s: float = Field(default=4.0, gt=0)  # any request past it: 503
 
-    # Live job status (GET /buckets/jobs/{id}/events, Server-Sent Events)
+    # API: live job status (GET /buckets/jobs/{id}/events, Server-Sent Events)
     live_poll_interval_s: float = Field(default=0.5, gt=0)
     live_heartbeat_s: float = Field(default=15.0, gt=0)
     live_max_streams: int = Field(default=1000, ge=1)
     live_max_stream_s: float = Field(default=3600.0, gt=0)
-    # Performance (bench/, docs/benchmarks.md)
-    api_db_pool_size: int = Field(default=10, ge=1)  # per worker; requests queue for a connection
+
+    # API: security (API keys, rate limits, request size)
+    max_body_bytes: int = Field(default=16 * 1024, ge=1)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    api_keys: str = ""
+    api_keys_file: Path | None = None
+    api_rate_limit_per_s: float = Field(default=10.0, ge=0)
+    api_rate_limit_burst: int = Field(default=20, ge=1)
+
+    # API: benchmark route (bench/): never enable in a deployment
+    bench_noop_route: bool = False  # mount POST /bench/noop/buckets (validates, touches nothing)
 
     # Executor
     executor_group_id: str = "akave-executor"
@@ -84,12 +94,12 @@ class Settings(BaseSettings):
     chain_poll_interval_s: float = Field(default=0.5, gt=0)
     chain_rpc_timeout_s: float = Field(default=10.0, gt=0)
 
-    # Simulated chain
+    # Simulated chain (AKAVE_BACKEND=simulated)
     sim_owner: str = "simulated-owner"
     sim_latency_ms: int = Field(default=500, ge=0)
     sim_transient_failure_rate: float = Field(default=0.0, ge=0, le=1)
     sim_permanent_error: Literal["", "insufficient_funds", "invalid_bucket_name"] = ""
-    # Simulated chain, fault suite (chaos/): the chain in a database other than the gateway's
+    # the simulated chain's own database (schema akave_sim); None: DATABASE_URL's
     sim_database_url: str | None = None
 
     # Webhooks (notifier)
@@ -103,16 +113,6 @@ class Settings(BaseSettings):
     webhook_retry_jitter: float = Field(default=0.2, ge=0, le=1)
     webhook_poll_interval_s: float = Field(default=1.0, gt=0)
     webhook_deny_targets: str = "169.254.0.0/16"
-    # Security (API keys, rate limits, request size)
-    max_body_bytes: int = Field(default=16 * 1024, ge=1)
-    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
-    api_keys: str = ""
-    api_keys_file: Path | None = None
-    api_rate_limit_per_s: float = Field(default=10.0, ge=0)
-    api_rate_limit_burst: int = Field(default=20, ge=1)
-
-    # Benchmarks (bench/): never enable in a deployment
-    bench_noop_route: bool = False  # mount POST /bench/noop/buckets (validates, touches nothing)
 
     # Metrics (Prometheus, docs/operations.md): the API answers /metrics on its own port; the
     # other services each serve /metrics on a port of their own, 0 = off

@@ -20,8 +20,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
-from shared.errors import TargetRefused as TargetRefused
-from shared.errors import TargetUnresolvable as TargetUnresolvable
+from shared.errors import TargetRefused, TargetUnresolvable
 from shared.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -7,6 +7,9 @@ import binascii
 import uuid
 from datetime import datetime
 
+from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy.orm import InstrumentedAttribute
+
 from services.api.errors import BadCursor
 
 
@@ -24,3 +27,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return parsed, uuid.UUID(row_id)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BadCursor("cursor is not one this API returned") from exc
+
+
+def after_position(
+    moment_column: InstrumentedAttribute[datetime] | InstrumentedAttribute[datetime | None],
+    id_column: InstrumentedAttribute[uuid.UUID],
+    position: tuple[datetime, uuid.UUID],
+) -> ColumnElement[bool]:
+    """Rows strictly after `position` in (time, id) order: the keyset page condition."""
+    moment, row_id = position
+    return or_(moment_column > moment, and_(moment_column == moment, id_column > row_id))

@@ -2,7 +2,7 @@
 
 Each dependency call has its own timeout, but a request makes several (pool, lock, reads,
 append, projection wait), so their sum could pass 5 s when the API is swamped, e.g. by a
-crowd of clients retrying at once after a restart (found by the fault suite, chaos/). For a
+crowd of clients retrying at once after a restart (docs/decisions.md). For a
 POST, a 503 means "outcome unknown" as always: the client retries with its Idempotency-Key.
 """
 

@@ -75,12 +75,16 @@ def _describe(errors: list[dict[str, object]]) -> str:
 def install(app: FastAPI, retry_after_s: int) -> None:
     retry_after = {"Retry-After": str(retry_after_s)}
 
-    def unavailable(what: str) -> JSONResponse:
+    def try_again(detail: str) -> JSONResponse:
+        """503 with Retry-After: the one answer for "not now, ask again"."""
         return JSONResponse(
-            {"detail": f"{what} is unavailable; try again shortly"},
+            {"detail": detail},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers=retry_after,
         )
+
+    def unavailable(what: str) -> JSONResponse:
+        return try_again(f"{what} is unavailable; try again shortly")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -120,11 +124,7 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(TooManyStreams)
     async def too_many_streams(_: Request, exc: TooManyStreams) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"too many open event streams ({exc}); try again shortly"},
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers=retry_after,
-        )
+        return try_again(f"too many open event streams ({exc}); try again shortly")
 
     @app.exception_handler(LogUnavailable)
     async def log_down(_: Request, exc: LogUnavailable) -> JSONResponse:

@@ -43,8 +43,8 @@ async def request_bucket(
     # One request per key at a time, across API processes, and the lock is held until the
     # projection shows the job: a concurrent retry then finds it instead of racing it. The
     # wait is short, and every query under the lock runs in the lock's own connection: with
-    # the projector down, POSTs holding one connection while waiting for another exhausted
-    # the pool (found by the fault suite, chaos/).
+    # the projector down, POSTs holding one connection while waiting for another would
+    # exhaust the pool (docs/decisions.md).
     async with reads.exclusive(f"idempotency-key:{idempotency_key}") as held:
         earlier = await reads.job(job_id, held)
         if earlier is not None:

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 # After a failure the log counts as down this long: calls fail at once instead of each
-# waiting out its timeout, then one call at a time tries the broker again. Without it a
-# crowd of retrying clients kept hundreds of doomed appends (and producer restarts) in
-# flight during a Kafka outage, and answers took up to 11 s (found by the fault suite).
+# waiting out its timeout, then one call at a time tries the broker again, so a crowd of
+# retrying clients does not keep hundreds of doomed appends (and producer restarts) in
+# flight during a Kafka outage (docs/decisions.md).
 DOWN_FOR_S = 1.0
 
 

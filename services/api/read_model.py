@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.api.coalesce import Coalescer
-from services.api.cursors import decode_cursor, encode_cursor
+from services.api.cursors import after_position, decode_cursor, encode_cursor
 from services.api.schemas import Bucket, Job
 from services.api.timeouts import bounded
 from shared import job_row
@@ -108,13 +108,7 @@ class ReadModel:
         """Up to `limit` completed rows after the cursor position `after`, in page order."""
         query = select(BucketJob).where(BucketJob.status == JobStatus.COMPLETED.value)
         if after is not None:
-            moment, job_id = after
-            query = query.where(
-                or_(
-                    BucketJob.completed_at > moment,
-                    and_(BucketJob.completed_at == moment, BucketJob.id > job_id),
-                )
-            )
+            query = query.where(after_position(BucketJob.completed_at, BucketJob.id, after))
         query = query.order_by(BucketJob.completed_at, BucketJob.id).limit(limit)
         async with self._sessions() as session:
             return list(await session.scalars(query))

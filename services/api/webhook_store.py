@@ -8,7 +8,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import func
 
-from services.api.cursors import decode_cursor, encode_cursor
+from services.api.cursors import after_position, decode_cursor, encode_cursor
 from services.api.timeouts import bounded
 from services.api.webhook_schemas import (
     Delivery,
@@ -80,12 +80,8 @@ class WebhookStore:
         after = decode_cursor(cursor) if cursor else None
         query = select(WebhookSubscription).where(WebhookSubscription.deleted_at.is_(None))
         if after is not None:
-            moment, row_id = after
             query = query.where(
-                or_(
-                    WebhookSubscription.created_at > moment,
-                    and_(WebhookSubscription.created_at == moment, WebhookSubscription.id > row_id),
-                )
+                after_position(WebhookSubscription.created_at, WebhookSubscription.id, after)
             )
         query = query.order_by(WebhookSubscription.created_at, WebhookSubscription.id)
 

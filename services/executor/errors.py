@@ -1,42 +1,24 @@
 """Which chain errors are worth another attempt, and the stable error code of each.
 
+The codes themselves are defined in `shared.error_codes`; this module only classifies.
+
 The SDK wraps every failure in `SDKError` with the node's text inside, so the only thing to
-classify on is the message. Unknown errors are retried: the seed's rule is "any exception".
+classify on is the message. A message no rule knows is `backend_error` and retryable: any
+exception is worth another attempt (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 from shared.error_codes import (
-    ATTEMPT_TIMEOUT,
-    ATTEMPTS_EXHAUSTED,
     BACKEND_ERROR,
     BACKEND_UNAVAILABLE,
     BUCKET_ALREADY_ON_CHAIN,
-    BUCKET_EXISTS,
     INSUFFICIENT_FUNDS,
     INVALID_BUCKET_NAME,
     NONCE_CONFLICT,
     RECEIPT_TIMEOUT,
 )
 from shared.errors import GatewayError
-
-# The codes are defined in `shared.error_codes`; the executor names them as `errors.<CODE>`.
-__all__ = [
-    "ATTEMPTS_EXHAUSTED",
-    "ATTEMPT_TIMEOUT",
-    "BACKEND_ERROR",
-    "BACKEND_UNAVAILABLE",
-    "BUCKET_ALREADY_ON_CHAIN",
-    "BUCKET_EXISTS",
-    "INSUFFICIENT_FUNDS",
-    "INVALID_BUCKET_NAME",
-    "NONCE_CONFLICT",
-    "RECEIPT_TIMEOUT",
-    "AkaveConfigurationError",
-    "BackendError",
-    "ExecutorError",
-    "classify",
-]
 
 # (code, retryable, lowercase fragments of the message); first match wins.
 _RULES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (

@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.executor import errors
-from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket
+from services.executor.backends.base import AkaveBackend, ChainBucket
+from services.executor.errors import BackendError
 from services.executor.transactions import TransactionGate
+from shared import error_codes
 from shared.bucket_names import name_problem
 from shared.events import BucketCreated, BucketFailed, BucketProcessing, EventData
 from shared.settings import Settings
@@ -65,14 +66,14 @@ class JobRunner:
                 error = BackendError(
                     f"a chain call of attempt {attempt} ran past {self._attempt_timeout:g} s "
                     "and was abandoned",
-                    code=errors.ATTEMPT_TIMEOUT,
+                    code=error_codes.ATTEMPT_TIMEOUT,
                     retryable=True,
                 )
             except BackendError as exc:
                 error = exc
             except Exception as exc:  # "any exception" is retried, as the seed plan asks
                 log.exception("unexpected error in attempt", extra=ids)
-                error = BackendError(f"{type(exc).__name__}: {exc}", code=errors.BACKEND_ERROR)
+                error = BackendError(f"{type(exc).__name__}: {exc}", code=error_codes.BACKEND_ERROR)
             else:
                 await emit(outcome)
                 log.info("job finished", extra={**ids, "type": outcome.type, "attempt": attempt})
@@ -100,11 +101,11 @@ class JobRunner:
         try:
             return await self._attempt(job, attempts, owner_of, may_create=False)
         except Exception as exc:  # whatever stops the last look, the job is over
-            if isinstance(exc, BackendError) and exc.code == errors.ATTEMPTS_EXHAUSTED:
+            if isinstance(exc, BackendError) and exc.code == error_codes.ATTEMPTS_EXHAUSTED:
                 message = str(exc)
             else:
                 message = f"gave up after {attempts} attempts; last check failed: {exc}"
-            return self._failed(job, message, errors.ATTEMPTS_EXHAUSTED, attempts)
+            return self._failed(job, message, error_codes.ATTEMPTS_EXHAUSTED, attempts)
 
     async def _attempt(
         self, job: Job, attempt: int, owner_of: OwnerOf, may_create: bool, emit: Emit | None = None
@@ -116,14 +117,14 @@ class JobRunner:
             problem = name_problem(name)
             if problem is not None:
                 return self._failed(
-                    job, f"invalid bucket name: {problem}", errors.INVALID_BUCKET_NAME, attempt
+                    job, f"invalid bucket name: {problem}", error_codes.INVALID_BUCKET_NAME, attempt
                 )
             owner = owner_of(name)
             if owner is not None and owner != job.job_id:
                 return self._failed(
                     job,
                     f"bucket {name!r} already belongs to job {owner}",
-                    errors.BUCKET_EXISTS,
+                    error_codes.BUCKET_EXISTS,
                     attempt,
                 )
             existing = await self._view(name)
@@ -133,7 +134,7 @@ class JobRunner:
                     lambda: self._backend.create_bucket(name), timeout=self._attempt_timeout
                 )
             except BackendError as exc:
-                if exc.code != errors.BUCKET_ALREADY_ON_CHAIN:
+                if exc.code != error_codes.BUCKET_ALREADY_ON_CHAIN:
                     raise
                 async with self._slots:
                     existing = await self._view(name)
@@ -150,7 +151,7 @@ class JobRunner:
         if existing is None:
             raise BackendError(
                 f"gave up after {attempt} attempts, interrupted before their outcome was recorded",
-                code=errors.ATTEMPTS_EXHAUSTED,
+                code=error_codes.ATTEMPTS_EXHAUSTED,
                 retryable=False,
             )
         # On the chain, with our key, and no job in the log owns it: this job takes it over.

@@ -13,8 +13,8 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from services.executor import errors
-from services.executor.backends.base import BackendError
+from services.executor.errors import BackendError
+from shared import error_codes
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ class TransactionGate:
                     async with asyncio.timeout(timeout):
                         return await transaction()
                 except BackendError as exc:
-                    if exc.code != errors.NONCE_CONFLICT or attempt == self._retries:
+                    if exc.code != error_codes.NONCE_CONFLICT or attempt == self._retries:
                         raise
             await asyncio.sleep(self._backoff * (2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from services.api.live import JobWatch, TooManyStreams
+from services.api.errors import TooManyStreams
+from services.api.live import JobWatch
 from services.api.read_model import ReadModel
 from services.api.schemas import Job
 from shared.db import make_engine

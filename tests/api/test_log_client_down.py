@@ -15,7 +15,8 @@ import uuid
 import pytest
 
 from services.api import log_client
-from services.api.log_client import LogClient, LogUnavailable
+from services.api.errors import LogUnavailable
+from services.api.log_client import LogClient
 from shared.events import BucketRequested, new_event
 from shared.settings import Settings
 

@@ -19,9 +19,9 @@ from localinfra.anvil import (
     LocalAnvil,
     RpcError,
     ensure_binary,
-    process_running,
 )
 from localinfra.dev_keys import DEV_ACCOUNTS
+from localinfra.process import process_running
 from tests.chain.fixtures import REPO, AnvilFactory
 
 SINK = "0x000000000000000000000000000000000000dEaD"

@@ -18,11 +18,12 @@ from eth_utils import keccak
 
 from localinfra.anvil import LocalAnvil
 from localinfra.dev_keys import DEV_ACCOUNTS
-from services.executor import errors
-from services.executor.backends import BackendError, open_backend
+from services.executor.backends import open_backend
 from services.executor.backends.evm import EvmBackend
 from services.executor.chain.keys import key_index, read_key_pool
-from shared.secret_files import InsecureSecretFile
+from services.executor.errors import BackendError
+from shared import error_codes
+from shared.errors import InsecureSecretFile
 from shared.settings import Settings
 
 POOL = [DEV_ACCOUNTS[7], DEV_ACCOUNTS[8]]
@@ -83,7 +84,7 @@ async def test_create_view_and_a_second_create_of_the_same_name(backends, contra
     assert found is not None and found.bucket_id == created.bucket_id and found.created_at
     with pytest.raises(BackendError) as refused:
         await backend.create_bucket(name)
-    assert refused.value.code == errors.BUCKET_ALREADY_ON_CHAIN
+    assert refused.value.code == error_codes.BUCKET_ALREADY_ON_CHAIN
 
 
 async def test_a_name_always_maps_to_the_same_key_and_views_survive_a_pool_change(

@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from services.executor import errors
 from services.executor.backends.akave_sdk import (
     INSTALL_HINT,
     AkaveConfigurationError,
     AkaveSdkBackend,
 )
-from services.executor.backends.base import BackendError, ChainBucket
+from services.executor.backends.base import ChainBucket
+from services.executor.errors import BackendError
+from shared import error_codes
 from shared.events import BucketCreated
 from shared.settings import Settings
 from tests.support.stack import REPO
@@ -192,7 +193,7 @@ async def test_a_failed_dial_is_retryable_and_dialled_again_next_call(
     with pytest.raises(BackendError) as caught:
         await backend.view_bucket("photos")
     assert "Failed to initialize IPC API" in str(caught.value)
-    assert caught.value.code == errors.BACKEND_UNAVAILABLE
+    assert caught.value.code == error_codes.BACKEND_UNAVAILABLE
     assert caught.value.retryable is True
 
     assert await backend.view_bucket("photos") is None
@@ -206,7 +207,7 @@ async def test_the_stub_refuses_ipc_without_a_private_key(sdk: ModuleType, key: 
         with pytest.raises(BackendError) as caught:
             await built.view_bucket("photos")
         assert str(caught.value).startswith("Failed to initialize IPC API: ")
-        assert caught.value.code == errors.BACKEND_UNAVAILABLE
+        assert caught.value.code == error_codes.BACKEND_UNAVAILABLE
     finally:
         await built.close()
 
@@ -222,7 +223,7 @@ async def test_duplicate_create_maps_to_bucket_already_on_chain(
     with pytest.raises(BackendError) as caught:
         await backend.create_bucket("photos")
     assert "0x497ef2c2" in str(caught.value)
-    assert caught.value.code == errors.BUCKET_ALREADY_ON_CHAIN
+    assert caught.value.code == error_codes.BUCKET_ALREADY_ON_CHAIN
     assert caught.value.retryable is True
 
 
@@ -248,7 +249,7 @@ async def test_insufficient_funds_is_not_retryable(
     )
     with pytest.raises(BackendError) as caught:
         await backend.create_bucket("photos")
-    assert caught.value.code == errors.INSUFFICIENT_FUNDS
+    assert caught.value.code == error_codes.INSUFFICIENT_FUNDS
     assert caught.value.retryable is False
 
 
@@ -260,7 +261,7 @@ async def test_receipt_timeout_is_retryable(backend: AkaveSdkBackend, sdk: Modul
     )
     with pytest.raises(BackendError) as caught:
         await backend.create_bucket("photos")
-    assert caught.value.code == errors.RECEIPT_TIMEOUT
+    assert caught.value.code == error_codes.RECEIPT_TIMEOUT
     assert caught.value.retryable is True
 
 
@@ -274,7 +275,7 @@ async def test_a_non_sdk_exception_also_becomes_a_backend_error(
     with pytest.raises(BackendError) as caught:
         await backend.view_bucket("photos")
     assert "surprise" in str(caught.value)
-    assert caught.value.code == errors.BACKEND_ERROR
+    assert caught.value.code == error_codes.BACKEND_ERROR
     assert caught.value.retryable is True
 
 
@@ -344,7 +345,7 @@ async def test_the_private_key_is_masked_in_errors_and_logs(
         await backend.create_bucket("photos")
 
     assert "***" in str(caught.value)
-    assert caught.value.code == errors.INSUFFICIENT_FUNDS
+    assert caught.value.code == error_codes.INSUFFICIENT_FUNDS
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None
     everything = texts_of(caught.value) + caplog.text
@@ -407,7 +408,7 @@ async def test_calls_after_close_are_refused_as_unavailable(sdk: ModuleType, key
     await built.close()
     with pytest.raises(BackendError) as caught:
         await built.view_bucket("photos")
-    assert caught.value.code == errors.BACKEND_UNAVAILABLE
+    assert caught.value.code == error_codes.BACKEND_UNAVAILABLE
     assert "closed=True" in repr(built)
 
 

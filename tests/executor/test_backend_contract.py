@@ -23,11 +23,12 @@ from types import ModuleType
 import pytest
 
 from localinfra.dev_keys import DEV_ACCOUNTS
-from services.executor import errors
 from services.executor.backends.akave_sdk import AkaveSdkBackend
-from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket, CreatedBucket
+from services.executor.backends.base import AkaveBackend, ChainBucket, CreatedBucket
 from services.executor.backends.evm import EvmBackend
 from services.executor.backends.simulated import SimulatedChain
+from services.executor.errors import BackendError
+from shared import error_codes
 from shared.events import BucketCreated
 from shared.settings import Settings
 
@@ -177,7 +178,10 @@ async def test_a_second_create_of_a_name_is_bucket_already_on_chain_and_the_buck
     before = await backend.view_bucket(name)
     with pytest.raises(BackendError) as caught:
         await backend.create_bucket(name)
-    assert (caught.value.code, caught.value.retryable) == (errors.BUCKET_ALREADY_ON_CHAIN, True)
+    assert (caught.value.code, caught.value.retryable) == (
+        error_codes.BUCKET_ALREADY_ON_CHAIN,
+        True,
+    )
     assert await backend.view_bucket(name) == before
 
 
@@ -187,7 +191,7 @@ async def test_a_name_shorter_than_three_is_an_invalid_bucket_name_not_retryable
 ) -> None:
     with pytest.raises(BackendError) as caught:
         await backend.create_bucket(name)
-    assert (caught.value.code, caught.value.retryable) == (errors.INVALID_BUCKET_NAME, False)
+    assert (caught.value.code, caught.value.retryable) == (error_codes.INVALID_BUCKET_NAME, False)
 
 
 async def test_viewing_an_empty_name_is_an_invalid_bucket_name_not_retryable(
@@ -195,7 +199,7 @@ async def test_viewing_an_empty_name_is_an_invalid_bucket_name_not_retryable(
 ) -> None:
     with pytest.raises(BackendError) as caught:
         await backend.view_bucket("")
-    assert (caught.value.code, caught.value.retryable) == (errors.INVALID_BUCKET_NAME, False)
+    assert (caught.value.code, caught.value.retryable) == (error_codes.INVALID_BUCKET_NAME, False)
 
 
 async def test_close_may_be_called_again_and_concurrently(backend: AkaveBackend) -> None:

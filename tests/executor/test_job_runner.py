@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from services.executor import errors
-from services.executor.backends.base import BackendError, ChainBucket, CreatedBucket
+from services.executor.backends.base import ChainBucket, CreatedBucket
+from services.executor.errors import BackendError
 from services.executor.job import Job, JobRunner
 from services.executor.transactions import TransactionGate
+from shared import error_codes
 from shared.events import BucketCreated, BucketFailed, BucketProcessing, EventData
 from shared.settings import Settings
 
@@ -178,7 +179,7 @@ async def test_transient_failures_are_retried_until_attempts_run_out(
     failed = outcome.last
     assert isinstance(failed, BucketFailed)
     assert failed.attempts == 3
-    assert failed.error_code == errors.BACKEND_UNAVAILABLE
+    assert failed.error_code == error_codes.BACKEND_UNAVAILABLE
     assert failed.error == TRANSIENT
     assert chain.creates() == 3
 
@@ -226,7 +227,7 @@ async def test_unexpected_exception_on_every_attempt_fails_as_backend_error(
     outcome = await run_job(make_runner(chain), job)
     failed = outcome.last
     assert isinstance(failed, BucketFailed)
-    assert (failed.error_code, failed.attempts) == (errors.BACKEND_ERROR, 3)
+    assert (failed.error_code, failed.attempts) == (error_codes.BACKEND_ERROR, 3)
     assert failed.error == "RuntimeError: boom"
     assert chain.creates() == 0
 
@@ -249,7 +250,7 @@ async def test_insufficient_funds_fails_at_once(chain: FakeChain, job: Job) -> N
     assert outcome.kinds() == ["BucketProcessing(1)", "BucketFailed"]
     failed = outcome.last
     assert isinstance(failed, BucketFailed)
-    assert (failed.error_code, failed.attempts) == (errors.INSUFFICIENT_FUNDS, 1)
+    assert (failed.error_code, failed.attempts) == (error_codes.INSUFFICIENT_FUNDS, 1)
     assert failed.error == NO_FUNDS
     assert chain.creates() == 1
 
@@ -262,7 +263,7 @@ async def test_invalid_name_fails_at_once_without_touching_the_chain(
     assert outcome.kinds() == ["BucketProcessing(1)", "BucketFailed"]
     failed = outcome.last
     assert isinstance(failed, BucketFailed)
-    assert (failed.error_code, failed.attempts) == (errors.INVALID_BUCKET_NAME, 1)
+    assert (failed.error_code, failed.attempts) == (error_codes.INVALID_BUCKET_NAME, 1)
     assert failed.error.startswith("invalid bucket name: ")
     assert chain.calls == []
 
@@ -281,7 +282,7 @@ async def test_name_owned_by_another_job_fails_with_bucket_exists_without_touchi
     assert outcome.kinds() == ["BucketProcessing(1)", "BucketFailed"]
     failed = outcome.last
     assert isinstance(failed, BucketFailed)
-    assert (failed.error_code, failed.attempts) == (errors.BUCKET_EXISTS, 1)
+    assert (failed.error_code, failed.attempts) == (error_codes.BUCKET_EXISTS, 1)
     assert str(owner) in failed.error
     assert asked == [job.bucket_name]
     assert chain.calls == []
@@ -374,7 +375,7 @@ async def test_resumed_job_with_every_attempt_spent_never_calls_create(chain: Fa
     assert outcome.kinds() == ["BucketFailed"]
     failed = outcome.last
     assert isinstance(failed, BucketFailed)
-    assert failed.error_code == errors.ATTEMPTS_EXHAUSTED and failed.attempts == 3
+    assert failed.error_code == error_codes.ATTEMPTS_EXHAUSTED and failed.attempts == 3
     assert chain.calls == [("view", job.bucket_name)]
 
 
@@ -402,7 +403,7 @@ async def test_attempts_that_all_time_out_fail_with_attempt_timeout(
     assert outcome.kinds() == ["BucketProcessing(1)", "BucketProcessing(2)", "BucketFailed"]
     failed = outcome.last
     assert isinstance(failed, BucketFailed)
-    assert (failed.error_code, failed.attempts) == (errors.ATTEMPT_TIMEOUT, 2)
+    assert (failed.error_code, failed.attempts) == (error_codes.ATTEMPT_TIMEOUT, 2)
     assert job.bucket_name not in chain.buckets
 
 
@@ -475,7 +476,7 @@ async def test_jobs_needing_no_transaction_pass_transactions_waiting_for_the_key
     )
     assert isinstance(adopted.last, BucketCreated) and adopted.last.adopted
     assert isinstance(owned.last, BucketFailed)
-    assert owned.last.error_code == errors.BUCKET_EXISTS
+    assert owned.last.error_code == error_codes.BUCKET_EXISTS
     assert not sending.done() and not queued.done()
     release.set()
     for task in (sending, queued):

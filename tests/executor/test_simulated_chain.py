@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from services.executor import errors
-from services.executor.backends.base import BackendError
 from services.executor.backends.simulated import SimulatedChain
+from services.executor.errors import BackendError
+from shared import error_codes
 from shared.settings import Settings
 
 SDK_TX_HASH = re.compile(r"^[0-9a-f]{64}$")
@@ -57,7 +57,7 @@ async def test_second_create_of_a_name_reverts_with_bucket_already_exists(
     await chain.create_bucket(name)
     with pytest.raises(BackendError, match="0x497ef2c2") as caught:
         await chain.create_bucket(name)
-    assert caught.value.code == errors.BUCKET_ALREADY_ON_CHAIN
+    assert caught.value.code == error_codes.BUCKET_ALREADY_ON_CHAIN
     assert await chain.create_calls(name) == {"created": 1, "reverted": 1}
 
 
@@ -91,7 +91,7 @@ async def test_second_transaction_of_an_owner_in_flight_gets_nonce_too_low(
     failure = failures[0]
     assert isinstance(failure, BackendError)
     assert "nonce too low" in str(failure)
-    assert (failure.code, failure.retryable) == (errors.NONCE_CONFLICT, True)
+    assert (failure.code, failure.retryable) == (error_codes.NONCE_CONFLICT, True)
     loser = names[results.index(failure)]
     winner = names[1 - results.index(failure)]
     assert await chain.create_calls(loser) == {"nonce_too_low": 1}
@@ -133,9 +133,9 @@ async def test_buckets_survive_closing_and_reopening_the_chain(open_chain: OpenC
 @pytest.mark.parametrize(
     ("kind", "code", "retryable"),
     [
-        ("transient", errors.BACKEND_ERROR, True),
-        ("insufficient_funds", errors.INSUFFICIENT_FUNDS, False),
-        ("receipt_timeout", errors.RECEIPT_TIMEOUT, True),
+        ("transient", error_codes.BACKEND_ERROR, True),
+        ("insufficient_funds", error_codes.INSUFFICIENT_FUNDS, False),
+        ("receipt_timeout", error_codes.RECEIPT_TIMEOUT, True),
     ],
 )
 async def test_injected_fault_fires_exactly_the_given_number_of_times(
@@ -171,7 +171,7 @@ async def test_injecting_a_fault_again_replaces_the_remaining_count(open_chain: 
     await chain.inject_fault(name, "insufficient_funds", 1)
     with pytest.raises(BackendError) as caught:
         await chain.create_bucket(name)
-    assert caught.value.code == errors.INSUFFICIENT_FUNDS
+    assert caught.value.code == error_codes.INSUFFICIENT_FUNDS
     await chain.create_bucket(name)
     assert await chain.create_calls(name) == {"insufficient_funds": 1, "created": 1}
 
@@ -182,7 +182,10 @@ async def test_permanent_insufficient_funds_fails_every_create(open_chain: OpenC
     for _ in range(2):
         with pytest.raises(BackendError, match="insufficient funds") as caught:
             await chain.create_bucket(name)
-        assert (caught.value.code, caught.value.retryable) == (errors.INSUFFICIENT_FUNDS, False)
+        assert (caught.value.code, caught.value.retryable) == (
+            error_codes.INSUFFICIENT_FUNDS,
+            False,
+        )
     assert await chain.view_bucket(name) is None
     assert await chain.create_calls(name) == {"insufficient_funds": 2}
 
@@ -194,7 +197,7 @@ async def test_permanent_invalid_bucket_name_fails_as_a_non_retryable_invalid_na
     name = unique("rejected")
     with pytest.raises(BackendError) as caught:
         await chain.create_bucket(name)
-    assert (caught.value.code, caught.value.retryable) == (errors.INVALID_BUCKET_NAME, False)
+    assert (caught.value.code, caught.value.retryable) == (error_codes.INVALID_BUCKET_NAME, False)
     assert await chain.view_bucket(name) is None
 
 

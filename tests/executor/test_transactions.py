@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from services.executor import errors
-from services.executor.backends.base import BackendError
+from services.executor.errors import BackendError
 from services.executor.transactions import TransactionGate
+from shared import error_codes
 
 NONCE_TOO_LOW = "bucket creation failed: nonce too low"
 
@@ -66,7 +66,7 @@ async def test_nonce_too_low_is_retried_up_to_the_limit_then_raised(limit: int) 
     chain = Transactions(failures=100)
     with pytest.raises(BackendError) as caught:
         await gate.send(chain.send)
-    assert caught.value.code == errors.NONCE_CONFLICT
+    assert caught.value.code == error_codes.NONCE_CONFLICT
     assert chain.calls == limit + 1
 
 

@@ -19,7 +19,8 @@ from sqlalchemy import text
 from services.executor.backends.simulated import SimulatedChain
 from shared.db import make_engine
 from shared.dead_letter import CONSUMER, ORIGIN_OFFSET, ORIGIN_PARTITION
-from shared.events import Event, MalformedEvent, UnknownEventType, decode
+from shared.errors import MalformedEvent, UnknownEventType
+from shared.events import Event, decode
 from shared.kafka import Appender, make_consumer
 from tests.faults.test_poison_records import POISON, UNKNOWN_TYPE
 from tests.support.stack import Stack, read_events, unique_name

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from services.projector.runner import ReadModelAhead, refuse_if_ahead, run
+from services.projector.errors import ReadModelAhead
+from services.projector.runner import refuse_if_ahead, run
 from shared.db import make_engine
 from shared.kafka import ensure_topics
 from shared.migrations import migrate

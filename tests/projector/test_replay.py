@@ -23,14 +23,13 @@ from services.projector.replay.rebuild import REPLAY_LOCK
 from services.projector.replay.shadow import SHADOW_SCHEMA
 from shared.db import make_engine
 from shared.dead_letter import CONSUMER, ERROR, ORIGIN_OFFSET, ORIGIN_PARTITION
+from shared.errors import MalformedEvent, UnknownEventType
 from shared.events import (
     CONTENT_TYPE_HEADER,
     BucketFailed,
     BucketProcessing,
     BucketRequested,
     EventData,
-    MalformedEvent,
-    UnknownEventType,
     decode,
     encode,
     new_event,

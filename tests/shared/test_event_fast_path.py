@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from bench.replay import generate
 from shared import events
-from shared.events import Event, MalformedEvent, UnknownEventType, decode
+from shared.errors import MalformedEvent, UnknownEventType
+from shared.events import Event, decode
 
 JSON_SCALARS = (
     st.none()

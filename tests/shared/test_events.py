@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from shared import events
+from shared.errors import MalformedEvent, UnknownEventType
 from shared.events import (
     BucketCreated,
     BucketFailed,
@@ -18,8 +19,6 @@ from shared.events import (
     BucketRequested,
     Event,
     EventData,
-    MalformedEvent,
-    UnknownEventType,
     decode,
     encode,
     new_event,

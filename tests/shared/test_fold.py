@@ -331,9 +331,8 @@ def test_updated_at_is_the_latest_event_time_until_the_job_ends(
 def apply_by_replace(
     job: JobState | None, event: Event, owner: uuid.UUID | None = None
 ) -> JobState | None:
-    """The fold as it was written before it built states field by field (by replacing fields,
-    then with `dataclasses.replace`): the oracle the faster one must agree with, state by state.
-    """
+    """The fold written the plain way, by replacing fields (`JobState._replace`): the oracle
+    the positional one in shared/fold.py must agree with, state by state."""
     data = event.data
     if job is None:
         if isinstance(data, BucketRequested):

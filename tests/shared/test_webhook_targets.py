@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from shared.errors import TargetRefused
 from shared.settings import Settings
-from shared.webhook_targets import TargetRefused, check_target, parse_deny_list, parse_url
+from shared.webhook_targets import check_target, parse_deny_list, parse_url
 
 SETTINGS = Settings(
     _env_file=None,  # type: ignore[call-arg]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket, CreatedBucket
+from services.executor.backends.base import AkaveBackend
 from shared.settings import Settings
 
-__all__ = ["AkaveBackend", "BackendError", "ChainBucket", "CreatedBucket", "open_backend"]
+__all__ = ["AkaveBackend", "open_backend"]  # AkaveBackend: the type open_backend returns
 
 
 async def open_backend(settings: Settings) -> AkaveBackend:

@@ -3,8 +3,8 @@
 The SDK is blocking, so every call runs in this backend's own bounded thread pool and never on
 the event loop. The IPC connection (`sdk.ipc()`, which dials with retries and sleeps) is made on
 first use, in a worker thread, exactly once. Every exception the SDK raises becomes a
-`BackendError` whose text is the SDK's, with the signing key masked, so `errors.classify`
-decides the code and whether another attempt can help.
+`BackendError` whose text is the SDK's, with the signing key masked, so
+`services.executor.errors.classify` decides the code and whether another attempt can help.
 
 Nonces are not handled here: the caller serialises transactions per key (`TransactionGate`).
 A call that the caller abandons (timeout, cancellation) keeps running in its thread until the
@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from services.executor import errors
-from services.executor.backends.base import BackendError, ChainBucket, CreatedBucket
-from services.executor.errors import AkaveConfigurationError
+from services.executor.backends.base import ChainBucket, CreatedBucket
+from services.executor.errors import AkaveConfigurationError, BackendError
+from shared import error_codes
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -189,7 +189,7 @@ class AkaveSdkBackend:
         """`call(ipc)` in a worker thread; any failure comes back as a scrubbed `BackendError`."""
         if self._closed:
             raise BackendError(
-                "the Akave backend is closed", code=errors.BACKEND_UNAVAILABLE, retryable=True
+                "the Akave backend is closed", code=error_codes.BACKEND_UNAVAILABLE, retryable=True
             )
         loop = asyncio.get_running_loop()
         try:

@@ -1,11 +1,12 @@
-"""What the executor needs from a chain: look a bucket up, create one, and typed failures."""
+"""What the executor needs from a chain: look a bucket up, create one.
+
+A backend reports a failed call as `services.executor.errors.BackendError`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
-
-from services.executor.errors import BackendError as BackendError  # part of the interface
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 from eth_abi.abi import decode, encode
 from eth_utils.address import to_checksum_address
 
-from services.executor import errors
-from services.executor.backends.base import BackendError, ChainBucket, CreatedBucket
+from services.executor.backends.base import ChainBucket, CreatedBucket
 from services.executor.chain import reverts
 from services.executor.chain.keys import SigningKey, key_for, keys_from_settings
 from services.executor.chain.lane import LaneConfig
@@ -38,6 +37,8 @@ from services.executor.chain.records import (
     Reverted,
 )
 from services.executor.chain.rpc import JsonRpc, RpcError, RpcUnavailable
+from services.executor.errors import BackendError
+from shared import error_codes
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -106,7 +107,7 @@ class EvmBackend:
     async def view_bucket(self, name: str) -> ChainBucket | None:
         if not name:
             raise BackendError(
-                "empty bucket name", code=errors.INVALID_BUCKET_NAME, retryable=False
+                "empty bucket name", code=error_codes.INVALID_BUCKET_NAME, retryable=False
             )
         owners = _owners_for(name, self.manager.keys)
         calls = [
@@ -117,7 +118,9 @@ class EvmBackend:
             answers = await self._rpc.batch(calls)
         except RpcUnavailable as exc:
             raise BackendError(
-                f"chain RPC unreachable: {exc}", code=errors.BACKEND_UNAVAILABLE, retryable=True
+                f"chain RPC unreachable: {exc}",
+                code=error_codes.BACKEND_UNAVAILABLE,
+                retryable=True,
             ) from None
         except RpcError as exc:
             raise BackendError(f"getBucketByName failed: {exc}") from None
@@ -135,7 +138,7 @@ class EvmBackend:
         if len(name) < MIN_NAME_LENGTH:  # the contract takes any name; Akave's SDK refuses these
             raise BackendError(
                 f"invalid bucket name {name!r}: shorter than {MIN_NAME_LENGTH} characters",
-                code=errors.INVALID_BUCKET_NAME,
+                code=error_codes.INVALID_BUCKET_NAME,
                 retryable=False,
             )
         return _created_or_raise(name, await self.manager.create(name, journal))
@@ -176,13 +179,13 @@ def _created_or_raise(name: str, outcome: Outcome) -> CreatedBucket:
         raise BackendError(
             f"createBucket reverted with BucketAlreadyExists ({reverts.BUCKET_ALREADY_EXISTS}) "
             f"in {outcome.tx_hash}",
-            code=errors.BUCKET_ALREADY_ON_CHAIN,
+            code=error_codes.BUCKET_ALREADY_ON_CHAIN,
             retryable=True,
         )
     if isinstance(outcome, Reverted):
         raise BackendError(
             f"createBucket reverted with {outcome.error} in {outcome.tx_hash}",
-            code=errors.BACKEND_ERROR,
+            code=error_codes.BACKEND_ERROR,
             retryable=False,
         )
     assert isinstance(outcome, Refused)

@@ -23,7 +23,8 @@ from typing import Literal
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.executor.backends.base import BackendError, ChainBucket, CreatedBucket
+from services.executor.backends.base import ChainBucket, CreatedBucket
+from services.executor.errors import BackendError
 from shared.db import make_engine
 from shared.settings import Settings
 

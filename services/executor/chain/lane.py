@@ -35,7 +35,6 @@ from typing import Any
 from eth_abi.abi import encode
 from eth_utils.address import to_checksum_address
 
-from services.executor import errors
 from services.executor.chain import fees as fee_rules
 from services.executor.chain import reverts
 from services.executor.chain.keys import SigningKey
@@ -55,6 +54,7 @@ from services.executor.chain.records import (
 from services.executor.chain.rpc import JsonRpc, Request, RpcError, RpcUnavailable
 from services.executor.chain.send_errors import SendVerdict, classify
 from services.executor.chain.slots import InFlightSlots
+from shared import error_codes
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class Lane:
 
     def _refusal(self) -> Refused:
         return Refused(
-            errors.INSUFFICIENT_FUNDS,
+            error_codes.INSUFFICIENT_FUNDS,
             f"insufficient funds: key {self.address} has {self._balance} wei and stayed "
             f"unfunded for {self._config.insufficient_funds_wait_s:g} s",
         )
