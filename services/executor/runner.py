@@ -82,12 +82,13 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self._runner.creates_open.clear()
         ends = await self._consumer.end_offsets(mine)
-        for tp in mine:
-            committed = await self._consumer.committed(tp) or 0
-            part = _Partition(tp, ends[tp], committed)
-            self._partitions[tp.partition] = part
-            self._consumer.seek(tp, 0)
-            if ends[tp] == 0:
+        committed = {tp: await self._consumer.committed(tp) or 0 for tp in mine}
+        parts = [_Partition(tp, ends[tp], committed[tp]) for tp in mine]
+        for part in parts:  # all registered before any goes live: creates stay closed till then
+            self._partitions[part.tp.partition] = part
+            self._consumer.seek(part.tp, 0)
+        for part in parts:
+            if ends[part.tp] == 0:
                 self._go_live(part)
         log.info("partitions assigned", extra={"partitions": sorted(t.partition for t in mine)})
 
