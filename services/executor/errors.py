@@ -13,12 +13,18 @@ from shared.error_codes import (
     BACKEND_ERROR,
     BACKEND_UNAVAILABLE,
     BUCKET_ALREADY_ON_CHAIN,
+    BUCKET_INVALID,
     INSUFFICIENT_FUNDS,
     INVALID_BUCKET_NAME,
     NONCE_CONFLICT,
+    OUT_OF_GAS,
     RECEIPT_TIMEOUT,
+    TRANSACTION_REVERTED,
 )
 from shared.errors import GatewayError
+
+# The decoded revert of a mined create (`chain.reverts.revert_name`) -> its error code.
+_REVERT_CODES = {"out of gas": OUT_OF_GAS, "BucketInvalid": BUCKET_INVALID}
 
 # (code, retryable, lowercase fragments of the message); first match wins.
 _RULES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
@@ -60,3 +66,8 @@ class BackendError(ExecutorError):
 
 class AkaveConfigurationError(ExecutorError, RuntimeError):
     """The Akave backend cannot start: the SDK is missing, there is no key, or bad settings."""
+
+
+def revert_code(error_name: str) -> str:
+    """The error code of a create the chain mined and reverted with `error_name`."""
+    return _REVERT_CODES.get(error_name, TRANSACTION_REVERTED)

@@ -133,6 +133,7 @@ class Lane:
         self._allocation = asyncio.Lock()
         self._next: int | None = None
         self._reserved: set[int] = set()
+        self._free: set[int] = set()  # allocated, never recorded: taken again before new ones
         self._txs: dict[int, InFlight] = {}
         self._funded = asyncio.Event()
         self._funded.set()
@@ -165,10 +166,15 @@ class Lane:
 
     async def resume(self, attempts: Sequence[Attempt], journal: Journal) -> Outcome:
         """Follow a create's recorded attempts (any nonces) to their outcome, signing nothing
-        new unless every nonce they used is taken by some other transaction.
+        new unless every nonce they used is taken by some other transaction."""
+        return await asyncio.shield(self.follow(attempts, journal))
 
-        Resume every recorded create before the lane signs new ones: the chain's pending count
-        does not show attempts that were recorded but never reached a node."""
+    def follow(self, attempts: Sequence[Attempt], journal: Journal) -> asyncio.Future[Outcome]:
+        """`resume`'s first half, done before it returns: the attempts are tracked (their
+        nonces held) when this returns; the future is their outcome.
+
+        Call it for every recorded create before the lane signs new ones: the chain's pending
+        count does not show attempts that were recorded but never reached a node."""
         create = Create(
             attempts[0].bucket_name, journal, asyncio.get_running_loop().create_future()
         )
@@ -180,6 +186,8 @@ class Lane:
             if tx is not None and tx.create is not None and tx.create.name == create.name:
                 known = {a.tx_hash for a in tx.attempts}
                 tx.attempts.extend(a for a in group if a.tx_hash not in known)
+                if tx.create is not create and not tx.create.future.done():
+                    tx.create.future.cancel()  # its caller is gone (a rebalance): free its slot
                 tx.create = create
             elif tx is not None:
                 raise RuntimeError(
@@ -193,7 +201,7 @@ class Lane:
             self._next = max(self._next or 0, nonce + 1)
         self._slots.take()
         create.future.add_done_callback(lambda _: self._slots.release())
-        return await asyncio.shield(create.future)
+        return create.future
 
     def status(self) -> LaneStatus:
         return LaneStatus(
@@ -229,8 +237,13 @@ class Lane:
         attempt = await self._allocate_and_sign(create.name)
         try:
             await create.journal(attempt)
+        except BaseException:
+            # Unrecorded, so never sent: the next create takes the nonce (or, if none comes
+            # before the next block, a gap filler).
+            self._free.add(attempt.nonce)
+            raise
         finally:
-            self._reserved.discard(attempt.nonce)  # if unrecorded: a gap the filler may take
+            self._reserved.discard(attempt.nonce)
         tx = InFlight(attempt.nonce, create, [attempt])
         self._txs[attempt.nonce] = tx
         create.nonces.add(attempt.nonce)
@@ -239,8 +252,14 @@ class Lane:
     async def _allocate_and_sign(self, name: str) -> Attempt:
         async with self._allocation:
             pending = await self._pending_count(required=self._next is None)
-            nonce = max(self._next or 0, pending or 0)
-            self._next = nonce + 1
+            floor = pending or 0
+            self._free = {n for n in self._free if n >= floor and n not in self._txs}
+            if self._free:
+                nonce = min(self._free)
+                self._free.discard(nonce)
+            else:
+                nonce = max(self._next or 0, pending or 0)
+                self._next = nonce + 1
             self._reserved.add(nonce)
         try:
             base_fee = await self._base_fee()
