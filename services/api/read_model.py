@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -125,6 +125,23 @@ class ReadModel:
                 )
             )
             yield session
+
+    async def signer_lanes(self) -> list[Any]:
+        """Every published signer lane, with its age in seconds at the database's clock."""
+
+        async def go() -> list[Any]:
+            async with self._sessions() as session:
+                result = await session.execute(
+                    text(
+                        "SELECT chain_id, address, next_nonce, in_flight, paused, reason, "
+                        "balance_wei, updated_at, "
+                        "extract(epoch FROM now() - updated_at)::float8 AS age_s "
+                        "FROM signer_lanes ORDER BY chain_id, address"
+                    )
+                )
+                return list(result.all())
+
+        return await self._bounded(go())
 
     async def ping(self) -> None:
         async def go() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -153,15 +152,19 @@ asyncio.run(main())
 async def test_a_sigkilled_holders_lock_is_free_at_once(
     database_url: str, fences: list[SignerFence]
 ) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, database_url, str(CHAIN_ID), ADDRESS],
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLDER,
+        database_url,
+        str(CHAIN_ID),
+        ADDRESS,
         cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert holder.stdout is not None
-        assert await asyncio.to_thread(holder.stdout.readline) == "held\n"
+        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"held\n"
         standby = new_fence(fences, database_url)
         waiting = asyncio.create_task(standby.acquire(CHAIN_ID, [ADDRESS]))
         await asyncio.sleep(0.5)
@@ -172,5 +175,6 @@ async def test_a_sigkilled_holders_lock_is_free_at_once(
         took = time.monotonic() - killed
         assert took < 2.0, f"the lock took {took:.2f} s to free"
     finally:
-        holder.kill()
-        holder.wait()
+        if holder.returncode is None:
+            holder.kill()
+        await holder.wait()
