@@ -19,6 +19,7 @@ ARG AKAVE_SDK_REQUIREMENT="akavesdk @ git+https://github.com/akave-ai/akavesdk-p
 COPY pyproject.toml README.md /tmp/src/
 COPY shared /tmp/src/shared
 COPY services /tmp/src/services
+COPY cli /tmp/src/cli
 COPY localinfra /tmp/src/localinfra
 RUN pip install /tmp/src \
     && if [ "$INSTALL_AKAVE_SDK" = "true" ]; then \

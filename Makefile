@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy shared services localinfra chaos
+	$(BIN)/mypy shared services cli localinfra chaos
 
 test: lint typecheck
 	$(BIN)/pytest

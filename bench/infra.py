@@ -25,7 +25,7 @@ from typing import Any
 
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, drop_database, ensure_postgres
-from services.cli import migrate
+from shared.migrations import migrate
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,7 +148,7 @@ class Services:
     def start(self, name: str, command: str | None = None, **env: str) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", command or name],
+            [sys.executable, "-m", "cli", command or name],
             cwd=REPO,
             env=env_for(self.settings, **env),
             stdout=log,

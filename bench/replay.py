@@ -36,9 +36,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, drop_database, ensure_postgres
-from services.cli import migrate
-from services.projector.bulk_load import FETCH as BULK_FETCH
-from services.projector.bulk_load import FETCH_RECORDS as BULK_RECORDS
+from services.projector.replay.bulk_copy import FETCH as BULK_FETCH
+from services.projector.replay.bulk_copy import FETCH_RECORDS as BULK_RECORDS
 from shared.events import (
     CONTENT_TYPE_HEADER,
     BucketCreated,
@@ -50,6 +49,7 @@ from shared.events import (
     new_event,
 )
 from shared.kafka import ensure_topics, partition_for
+from shared.migrations import migrate
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -214,7 +214,7 @@ def replay(settings: Settings, workers: int | None) -> tuple[float, int, dict[st
             [
                 sys.executable,
                 "-m",
-                "services.cli",
+                "cli",
                 "replay",
                 "--no-progress",
                 *(["--workers", str(workers)] if workers else []),

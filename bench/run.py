@@ -99,7 +99,7 @@ def raw_produce(
 def gateway(settings: Settings, command: str) -> None:
     """A one-shot `akave-gateway` command (topics, migrate) with these settings."""
     subprocess.run(
-        [sys.executable, "-m", "services.cli", command],
+        [sys.executable, "-m", "cli", command],
         cwd=REPO,
         env=env_for(settings),
         check=True,

@@ -24,7 +24,7 @@ from chaos.scenarios import SCENARIOS, Scenario
 from chaos.traffic import Load, Prober, Recorder
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import PrivatePostgres, create_database
-from services.cli import migrate
+from shared.migrations import migrate
 from shared.settings import Settings
 from tests.support.stack import REPO, Stack, free_port
 

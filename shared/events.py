@@ -17,6 +17,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import SchemaValidator, core_schema
 
+from shared.errors import MalformedEvent as MalformedEvent
+from shared.errors import UnknownEventType as UnknownEventType
+
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"
 CONTENT_TYPE_HEADER = ("content-type", CONTENT_TYPE.encode())
@@ -25,18 +28,6 @@ SCHEMA_VERSION = 1
 TX_HASH_PATTERN = r"^0x[0-9a-f]{64}$"
 
 _TX_HASH = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{64})$")
-
-
-class MalformedEvent(ValueError):
-    """A record that is not a readable bucket event: bad JSON, bad envelope, bad data."""
-
-
-class UnknownEventType(Exception):
-    """A well-formed CloudEvent of a type this code does not know; consumers skip it."""
-
-    def __init__(self, event_type: str) -> None:
-        super().__init__(f"unknown event type {event_type!r}")
-        self.event_type = event_type
 
 
 def normalise_tx_hash(value: str) -> str:

@@ -6,9 +6,7 @@ import errno
 import stat
 from pathlib import Path
 
-
-class InsecureSecretFile(PermissionError):
-    """The file holding a secret is readable (or writable) by its group or by others."""
+from shared.errors import InsecureSecretFile as InsecureSecretFile
 
 
 def read_secret_file(path: Path, setting: str) -> str:

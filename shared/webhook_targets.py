@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
+from shared.errors import TargetRefused as TargetRefused
+from shared.errors import TargetUnresolvable as TargetUnresolvable
 from shared.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -27,14 +29,6 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_URL_LENGTH = 2000
 LOCAL = "this-host"
 DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class TargetRefused(ValueError):
-    """The URL is not one the gateway will call; the message says why."""
-
-
-class TargetUnresolvable(TargetRefused):
-    """The URL's host does not resolve (now: DNS may answer differently later)."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pytest
 
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import create_database, drop_database, ensure_postgres
-from services.cli import migrate
+from shared.migrations import migrate
 from shared.settings import Settings
 from tests.support import containers
 from tests.support.stack import REPO, Stack, free_port

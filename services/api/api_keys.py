@@ -17,16 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from services.api.errors import ApiKeyConfigError
+
 Scope = Literal["read", "write"]
 SCOPES: tuple[Scope, ...] = ("read", "write")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 TOKEN_PREFIX = "akgw_"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ApiKeyConfigError(ValueError):
-    """API_KEYS or API_KEYS_FILE holds an entry that is not `name:sha256hex[:scope]`."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings, pool_size=settings.api_db_pool_size, max_overflow=0)
         locks = make_engine(settings)  # idempotency-key locks: see ReadModel
         app.state.settings = settings
-        app.state.log = LogClient(settings)
+        app.state.event_log = LogClient(settings)
         app.state.reads = ReadModel(
             engine, locks, settings.bucket_events_topic, settings.db_timeout_s
         )
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.live.close()
-            await app.state.log.close()
+            await app.state.event_log.close()
             await engine.dispose()
             await locks.dispose()
 

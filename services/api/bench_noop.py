@@ -11,7 +11,7 @@ import uuid
 
 from fastapi import APIRouter, Depends, Response, status
 
-from services.api.routes import IdempotencyKey, json_body
+from services.api.deps import IdempotencyKey, json_body
 from services.api.schemas import CreateBucket, JobAccepted
 from shared.fold import JobStatus
 

@@ -7,9 +7,7 @@ import binascii
 import uuid
 from datetime import datetime
 
-
-class BadCursor(ValueError):
-    pass
+from services.api.errors import BadCursor
 
 
 def encode_cursor(moment: datetime, row_id: uuid.UUID) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.exception_handlers import http_exception_handler
@@ -11,12 +12,54 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from services.api.cursors import BadCursor
-from services.api.intake import BucketAlreadyCreated, IdempotencyKeyReused, ProjectionBehind
-from services.api.live import TooManyStreams
-from services.api.log_client import LogUnavailable
+from shared.errors import GatewayError, TargetRefused
+
+if TYPE_CHECKING:
+    from services.api.schemas import Job
 
 log = logging.getLogger(__name__)
+
+
+class ApiError(GatewayError):
+    """Root of the errors the API raises; `install` below gives each its HTTP answer."""
+
+
+class BucketAlreadyCreated(ApiError):
+    def __init__(self, owner: Job) -> None:
+        super().__init__(f"bucket {owner.bucket_name!r} was already created by job {owner.job_id}")
+        self.owner = owner
+
+
+class IdempotencyKeyReused(ApiError):
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"Idempotency-Key was already used for job {job.job_id} with bucket_name "
+            f"{job.bucket_name!r}; a key may only be reused with the same body"
+        )
+
+
+class BadCursor(ApiError, ValueError):
+    """A page cursor this API did not return."""
+
+
+class ProjectionBehind(ApiError):
+    """The read model has not caught up with the log in time; the answer is not known yet."""
+
+
+class LogUnavailable(ApiError):
+    """The log could not take or answer a request within the time allowed."""
+
+
+class TooManyStreams(ApiError):
+    """This API process already serves `LIVE_MAX_STREAMS` streams."""
+
+
+class BodyTooLarge(ApiError):
+    """The body passed `MAX_BODY_BYTES` while it was read (`RequestLimits` answers 413)."""
+
+
+class ApiKeyConfigError(ApiError, ValueError):
+    """API_KEYS or API_KEYS_FILE holds an entry that is not `name:sha256hex[:scope]`."""
 
 
 def _describe(errors: list[dict[str, object]]) -> str:
@@ -65,6 +108,10 @@ def install(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(IdempotencyKeyReused)
     async def reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(TargetRefused)
+    async def refused_target(_: Request, exc: TargetRefused) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(BadCursor)

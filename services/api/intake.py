@@ -1,4 +1,4 @@
-"""Turning a valid request into a `BucketRequested` event on the log."""
+"""Turning a valid request into a `BucketRequested` event on the event log."""
 
 from __future__ import annotations
 
@@ -7,29 +7,15 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.errors import BucketAlreadyCreated, IdempotencyKeyReused
 from services.api.log_client import LogClient
 from services.api.read_model import ReadModel
-from services.api.schemas import Job
 from shared.events import BucketRequested, new_event
 from shared.fold import JobStatus
 
 SOURCE = "/akave-gateway/api"
 # Job ids of idempotent requests are derived from the key, so a retry names the same job.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c1f55-8a53-4f7e-9a59-3c3c0b1f5e21")
-
-
-class BucketAlreadyCreated(Exception):
-    def __init__(self, owner: Job) -> None:
-        super().__init__(f"bucket {owner.bucket_name!r} was already created by job {owner.job_id}")
-        self.owner = owner
-
-
-class IdempotencyKeyReused(Exception):
-    def __init__(self, job: Job) -> None:
-        super().__init__(
-            f"Idempotency-Key was already used for job {job.job_id} with bucket_name "
-            f"{job.bucket_name!r}; a key may only be reused with the same body"
-        )
 
 
 @dataclass(frozen=True)
@@ -43,16 +29,16 @@ class Accepted:
 
 
 async def request_bucket(
-    log: LogClient,
+    event_log: LogClient,
     reads: ReadModel,
     bucket_name: str,
     idempotency_key: str | None,
     projection_wait_s: float,
 ) -> Accepted:
     """Accept a bucket request: refuse names already created, honour idempotency, append."""
-    log.raise_if_down()  # no database work for a write that cannot be appended
+    event_log.raise_if_down()  # no database work for a write that cannot be appended
     if idempotency_key is None:
-        return await _append_request(log, reads, uuid.uuid4(), bucket_name)
+        return await _append_request(event_log, reads, uuid.uuid4(), bucket_name)
     job_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key)
     # One request per key at a time, across API processes, and the lock is held until the
     # projection shows the job: a concurrent retry then finds it instead of racing it. The
@@ -65,7 +51,7 @@ async def request_bucket(
             if earlier.bucket_name != bucket_name:
                 raise IdempotencyKeyReused(earlier)
             return Accepted(earlier.job_id, bucket_name, earlier.status, replayed=True)
-        accepted = await _append_request(log, reads, job_id, bucket_name, held)
+        accepted = await _append_request(event_log, reads, job_id, bucket_name, held)
         await reads.wait_until_projected(
             {accepted.partition: accepted.offset + 1}, projection_wait_s, held
         )
@@ -73,7 +59,7 @@ async def request_bucket(
 
 
 async def _append_request(
-    log: LogClient,
+    event_log: LogClient,
     reads: ReadModel,
     job_id: uuid.UUID,
     bucket_name: str,
@@ -83,26 +69,5 @@ async def _append_request(
     if owner is not None:
         raise BucketAlreadyCreated(owner)
     event = new_event(BucketRequested(job_id=job_id, bucket_name=bucket_name), SOURCE)
-    partition, offset = await log.append(event)
+    partition, offset = await event_log.append(event)
     return Accepted(job_id, bucket_name, JobStatus.QUEUED, False, partition, offset)
-
-
-async def find_job(
-    log: LogClient, reads: ReadModel, job_id: uuid.UUID, wait_s: float
-) -> Job | None:
-    """The job, waiting (bounded) for the projection to catch up before saying it is unknown.
-
-    Any job accepted before this call is below the log's current end offsets, so once the
-    projector has passed them a missing row really is unknown (read-your-writes).
-    """
-    job = await reads.job(job_id)
-    if job is not None or wait_s <= 0:
-        return job
-    targets = await log.end_offsets()
-    if not await reads.wait_until_projected(targets, wait_s):
-        raise ProjectionBehind()
-    return await reads.job(job_id)
-
-
-class ProjectionBehind(Exception):
-    """The read model has not caught up with the log in time; the answer is not known yet."""

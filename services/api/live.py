@@ -25,15 +25,12 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.responses import Response
 
+from services.api.errors import TooManyStreams
 from services.api.read_model import ReadModel
 from services.api.schemas import Job
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class TooManyStreams(Exception):
-    """This API process already serves `LIVE_MAX_STREAMS` streams."""
 
 
 def event_id(job: Job) -> str:

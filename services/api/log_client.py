@@ -7,19 +7,23 @@ and recovers by itself when it returns; every call is bounded so callers can ans
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from services.api.errors import LogUnavailable
+from services.api.timeouts import bounded
 from shared.events import Event
 from shared.kafka import Appender, make_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 # After a failure the log counts as down this long: calls fail at once instead of each
 # waiting out its timeout, then one call at a time tries the broker again. Without it a
 # crowd of retrying clients kept hundreds of doomed appends (and producer restarts) in
@@ -27,8 +31,38 @@ T = TypeVar("T")
 DOWN_FOR_S = 1.0
 
 
-class LogUnavailable(Exception):
-    """The log could not take or answer a request within the time allowed."""
+def _guarded(
+    what: str,
+) -> Callable[
+    [Callable[Concatenate[LogClient, P], Awaitable[R]]],
+    Callable[Concatenate[LogClient, P], Awaitable[R]],
+]:
+    """A call to the broker, as `LogUnavailable` when it fails or the log is known down."""
+
+    def wrap(
+        method: Callable[Concatenate[LogClient, P], Awaitable[R]],
+    ) -> Callable[Concatenate[LogClient, P], Awaitable[R]]:
+        @functools.wraps(method)
+        async def call(self: LogClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            self.raise_if_down(what)
+            trial = self._down_until is not None
+            if trial:
+                self._trying = True
+            try:
+                result = await method(self, *args, **kwargs)
+            except (TimeoutError, KafkaError, OSError) as exc:
+                self._down_until = asyncio.get_running_loop().time() + DOWN_FOR_S
+                log.warning("log unavailable", extra={"operation": what, "error": repr(exc)})
+                raise LogUnavailable(f"the event log did not answer ({what})") from exc
+            finally:
+                if trial:
+                    self._trying = False
+            self._down_until = None
+            return result
+
+        return call
+
+    return wrap
 
 
 class LogClient:
@@ -50,48 +84,30 @@ class LogClient:
         ):
             raise LogUnavailable(f"the event log is down ({what} not tried)")
 
-    async def _bounded(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        self.raise_if_down(what)
-        trial = self._down_until is not None
-        if trial:
-            self._trying = True
-        try:
-            async with asyncio.timeout(self._timeout):  # unlike wait_for, no task per call
-                result = await call()
-        except (TimeoutError, KafkaError, OSError) as exc:
-            self._down_until = asyncio.get_running_loop().time() + DOWN_FOR_S
-            log.warning("log unavailable", extra={"operation": what, "error": repr(exc)})
-            raise LogUnavailable(f"the event log did not answer ({what})") from exc
-        finally:
-            if trial:
-                self._trying = False
-        self._down_until = None
-        return result
-
+    @_guarded("append")
+    @bounded
     async def append(self, event: Event) -> tuple[int, int]:
         """Append and wait for the broker's acknowledgement; (partition, offset)."""
-        return await self._bounded("append", lambda: self._appender.append(self._topic, event))
+        return await self._appender.append(self._topic, event)
 
+    @_guarded("end offsets")
+    @bounded
     async def end_offsets(self) -> dict[int, int]:
         """The current end offset of every partition of the event topic."""
+        partitions = await self._appender.partitions_for(self._topic)
+        consumer = await self._offsets_reader()
+        try:
+            ends = await consumer.end_offsets([TopicPartition(self._topic, p) for p in partitions])
+        except (KafkaError, OSError):
+            await self._drop_reader(consumer)
+            raise
+        return {tp.partition: offset for tp, offset in ends.items()}
 
-        async def go() -> dict[int, int]:
-            partitions = await self._appender.partitions_for(self._topic)
-            consumer = await self._offsets_reader()
-            try:
-                ends = await consumer.end_offsets(
-                    [TopicPartition(self._topic, p) for p in partitions]
-                )
-            except (KafkaError, OSError):
-                await self._drop_reader(consumer)
-                raise
-            return {tp.partition: offset for tp, offset in ends.items()}
-
-        return await self._bounded("end offsets", go)
-
+    @_guarded("health")
+    @bounded
     async def check(self) -> None:
         """Raise `LogUnavailable` unless a broker answers a metadata request now."""
-        await self._bounded("health", self._appender.ping)
+        await self._appender.ping()
 
     async def _offsets_reader(self) -> AIOKafkaConsumer:
         async with self._lock:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -14,12 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from services.api.coalesce import Coalescer
 from services.api.cursors import decode_cursor, encode_cursor
 from services.api.schemas import Bucket, Job
+from services.api.timeouts import bounded
 from shared import job_row
 from shared.db import make_sessionmaker
 from shared.fold import JobStatus
 from shared.models import BucketJob, ProjectorCheckpoint
-
-T = TypeVar("T")
 
 
 def _job(row: BucketJob) -> Job:
@@ -38,10 +38,6 @@ class ReadModel:
         self._topic = topic
         self._timeout = timeout_s
 
-    async def _bounded(self, coro: Awaitable[T]) -> T:
-        async with asyncio.timeout(self._timeout):  # unlike wait_for, no task per call
-            return await coro
-
     @asynccontextmanager
     async def _session(self, held: AsyncSession | None) -> AsyncIterator[AsyncSession]:
         """`held` (a session the caller already has, e.g. under a lock) or a new one."""
@@ -51,56 +47,34 @@ class ReadModel:
             async with self._sessions() as session:
                 yield session
 
+    @bounded
     async def job(self, job_id: uuid.UUID, held: AsyncSession | None = None) -> Job | None:
-        async def go() -> Job | None:
-            async with self._session(held) as session:
-                row = await session.get(BucketJob, job_id)
-                return None if row is None else _job(row)
+        async with self._session(held) as session:
+            row = await session.get(BucketJob, job_id)
+            return None if row is None else _job(row)
 
-        return await self._bounded(go())
-
+    @bounded
     async def jobs(self, job_ids: Collection[uuid.UUID]) -> list[Job]:
         """The jobs among `job_ids` that exist, in no particular order (one query)."""
+        async with self._sessions() as session:
+            rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(job_ids)))
+            return [_job(row) for row in rows]
 
-        async def go() -> list[Job]:
-            async with self._sessions() as session:
-                rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(job_ids)))
-                return [_job(row) for row in rows]
-
-        return await self._bounded(go())
-
+    @bounded
     async def owner_of(self, bucket_name: str, held: AsyncSession | None = None) -> Job | None:
         """The completed job that created `bucket_name`, if any. In `held` if given (e.g. under
         a lock); otherwise concurrent calls share one query."""
         if held is not None:
-            return (await self._bounded(_owners_in(held, [bucket_name]))).get(bucket_name)
-        return await self._bounded(self._owners.get(bucket_name))
+            return (await _owners_in(held, [bucket_name])).get(bucket_name)
+        return await self._owners.get(bucket_name)
 
+    @bounded  # a hung query must not hold up later batches
     async def _owners_of(self, names: Collection[str]) -> dict[str, Job]:
-        async def go() -> dict[str, Job]:
-            async with self._sessions() as session:
-                return await _owners_in(session, names)
-
-        return await self._bounded(go())  # a hung query must not hold up later batches
+        async with self._sessions() as session:
+            return await _owners_in(session, names)
 
     async def buckets(self, limit: int, cursor: str | None) -> tuple[list[Bucket], str | None]:
-        after = decode_cursor(cursor) if cursor else None
-
-        async def go() -> list[BucketJob]:
-            query = select(BucketJob).where(BucketJob.status == JobStatus.COMPLETED.value)
-            if after is not None:
-                moment, job_id = after
-                query = query.where(
-                    or_(
-                        BucketJob.completed_at > moment,
-                        and_(BucketJob.completed_at == moment, BucketJob.id > job_id),
-                    )
-                )
-            query = query.order_by(BucketJob.completed_at, BucketJob.id).limit(limit + 1)
-            async with self._sessions() as session:
-                return list(await session.scalars(query))
-
-        rows: list[BucketJob] = await self._bounded(go())
+        rows = await self._completed(decode_cursor(cursor) if cursor else None, limit + 1)
         page = rows[:limit]
         items = [
             Bucket(
@@ -119,36 +93,51 @@ class ReadModel:
         """Hold a cluster-wide lock on `name` (every API process shares it) until exit; the
         session holding it is yielded so that waiting under the lock takes no second one."""
         async with self._transactions() as session, session.begin():
-            await self._bounded(
-                session.execute(
-                    text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name}
-                )
-            )
+            await self._lock(session, name)
             yield session
 
+    @bounded
+    async def _lock(self, session: AsyncSession, name: str) -> None:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name}
+        )
+
+    @bounded
     async def signer_lanes(self) -> list[Any]:
         """Every published signer lane, with its age in seconds at the database's clock."""
-
-        async def go() -> list[Any]:
-            async with self._sessions() as session:
-                result = await session.execute(
-                    text(
-                        "SELECT chain_id, address, next_nonce, in_flight, paused, reason, "
-                        "balance_wei, updated_at, "
-                        "extract(epoch FROM now() - updated_at)::float8 AS age_s "
-                        "FROM signer_lanes ORDER BY chain_id, address"
-                    )
+        async with self._sessions() as session:
+            result = await session.execute(
+                text(
+                    "SELECT chain_id, address, next_nonce, in_flight, paused, reason, "
+                    "balance_wei, updated_at, "
+                    "extract(epoch FROM now() - updated_at)::float8 AS age_s "
+                    "FROM signer_lanes ORDER BY chain_id, address"
                 )
-                return list(result.all())
+            )
+            return list(result.all())
 
-        return await self._bounded(go())
+    @bounded
+    async def _completed(
+        self, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[BucketJob]:
+        """Up to `limit` completed rows after the cursor position `after`, in page order."""
+        query = select(BucketJob).where(BucketJob.status == JobStatus.COMPLETED.value)
+        if after is not None:
+            moment, job_id = after
+            query = query.where(
+                or_(
+                    BucketJob.completed_at > moment,
+                    and_(BucketJob.completed_at == moment, BucketJob.id > job_id),
+                )
+            )
+        query = query.order_by(BucketJob.completed_at, BucketJob.id).limit(limit)
+        async with self._sessions() as session:
+            return list(await session.scalars(query))
 
+    @bounded
     async def ping(self) -> None:
-        async def go() -> None:
-            async with self._sessions() as session:
-                await session.execute(text("SELECT 1"))
-
-        await self._bounded(go())
+        async with self._sessions() as session:
+            await session.execute(text("SELECT 1"))
 
     async def wait_until_projected(
         self, targets: Mapping[int, int], deadline_s: float, held: AsyncSession | None = None
@@ -160,19 +149,25 @@ class ReadModel:
         loop = asyncio.get_running_loop()
         until = loop.time() + deadline_s
         delay = 0.005
-        query = select(ProjectorCheckpoint.partition, ProjectorCheckpoint.next_offset).where(
-            ProjectorCheckpoint.topic == self._topic
-        )
         while True:
             async with self._session(held) as session:
-                rows = await self._bounded(session.execute(query))
-            reached = {p: o for p, o in rows}
+                reached = await self._checkpoints(session)
             if all(reached.get(p, 0) >= end for p, end in targets.items()):
                 return True
             if loop.time() >= until:
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    @bounded
+    async def _checkpoints(self, session: AsyncSession) -> dict[int, int]:
+        """The projector's next offset per partition of the topic."""
+        rows = await session.execute(
+            select(ProjectorCheckpoint.partition, ProjectorCheckpoint.next_offset).where(
+                ProjectorCheckpoint.topic == self._topic
+            )
+        )
+        return {p: o for p, o in rows}
 
 
 def _encode_cursor(row: BucketJob) -> str:

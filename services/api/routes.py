@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from services.api import intake, live
+from services.api.deps import (
+    UNAVAILABLE,
+    Config,
+    EventLog,
+    IdempotencyKey,
+    Reads,
+    Watch,
+    json_body,
+)
+from services.api.errors import LogUnavailable
 from services.api.lane_health import degraded, lane_health
-from services.api.log_client import LogClient, LogUnavailable
-from services.api.read_model import ReadModel
+from services.api.read_your_writes import find_job
 from services.api.schemas import (
     BucketPage,
     CreateBucket,
@@ -21,51 +30,8 @@ from services.api.schemas import (
     Problem,
     SignerLaneHealth,
 )
-from shared.settings import Settings
 
 router = APIRouter()
-
-
-# Dependencies are `async def`: FastAPI runs plain `def` ones in a thread pool, a thread hop
-# per dependency per request (measured in docs/benchmarks.md).
-async def log_client(request: Request) -> LogClient:
-    client: LogClient = request.app.state.log
-    return client
-
-
-async def read_model(request: Request) -> ReadModel:
-    reads: ReadModel = request.app.state.reads
-    return reads
-
-
-async def settings(request: Request) -> Settings:
-    current: Settings = request.app.state.settings
-    return current
-
-
-async def json_body(content_type: Annotated[str, Header()] = "") -> None:
-    """Bodies are JSON only: anything else is refused before it is parsed."""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json"
-        )
-
-
-Log = Annotated[LogClient, Depends(log_client)]
-Reads = Annotated[ReadModel, Depends(read_model)]
-Config = Annotated[Settings, Depends(settings)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Same key and same body: the same job is returned instead of a new one.",
-    ),
-]
-UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": Problem, "description": "a dependency is down; see Retry-After"}
-}
 
 
 @router.post(
@@ -78,13 +44,13 @@ UNAVAILABLE: dict[int | str, dict[str, Any]] = {
 async def create_bucket(
     body: CreateBucket,
     response: Response,
-    log: Log,
+    event_log: EventLog,
     reads: Reads,
     config: Config,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted:
     accepted = await intake.request_bucket(
-        log, reads, body.bucket_name, idempotency_key, config.idempotency_projection_wait_s
+        event_log, reads, body.bucket_name, idempotency_key, config.idempotency_projection_wait_s
     )
     response.headers["Location"] = f"/buckets/jobs/{accepted.job_id}"
     if accepted.replayed:
@@ -99,8 +65,8 @@ async def create_bucket(
     response_model=Job,
     responses={404: {"model": Problem}, **UNAVAILABLE},
 )
-async def get_job(job_id: uuid.UUID, log: Log, reads: Reads, config: Config) -> Job:
-    job = await intake.find_job(log, reads, job_id, config.read_your_writes_timeout_s)
+async def get_job(job_id: uuid.UUID, event_log: EventLog, reads: Reads, config: Config) -> Job:
+    job = await find_job(event_log, reads, job_id, config.read_your_writes_timeout_s)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
     return job
@@ -122,16 +88,16 @@ async def get_job(job_id: uuid.UUID, log: Log, reads: Reads, config: Config) -> 
 )
 async def job_events(
     job_id: uuid.UUID,
-    request: Request,
-    log: Log,
+    event_log: EventLog,
     reads: Reads,
+    watch: Watch,
     config: Config,
     last_event_id: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
-    job = await intake.find_job(log, reads, job_id, config.read_your_writes_timeout_s)
+    job = await find_job(event_log, reads, job_id, config.read_your_writes_timeout_s)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-    return live.stream(request.app.state.live, job, last_event_id, config)
+    return live.stream(watch, job, last_event_id, config)
 
 
 @router.get("/buckets", response_model=BucketPage, responses=UNAVAILABLE)
@@ -145,7 +111,7 @@ async def list_buckets(
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
-async def health(log: Log, reads: Reads, config: Config) -> JSONResponse:
+async def health(event_log: EventLog, reads: Reads, config: Config) -> JSONResponse:
     checks = {"database": "ok", "log": "ok"}
     lanes: list[SignerLaneHealth] = []
     try:
@@ -154,7 +120,7 @@ async def health(log: Log, reads: Reads, config: Config) -> JSONResponse:
     except Exception:  # any failure means "down" here; the reason is in the logs
         checks["database"] = "down"
     try:
-        await log.check()
+        await event_log.check()
     except LogUnavailable:
         checks["log"] = "down"
     down = [name for name, state in checks.items() if state != "ok"]

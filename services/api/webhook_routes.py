@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
-from services.api.routes import UNAVAILABLE, Config, json_body
+from services.api.deps import UNAVAILABLE, Config, Store, json_body
 from services.api.schemas import Problem
 from services.api.webhook_registration import register
 from services.api.webhook_schemas import (
@@ -19,18 +19,10 @@ from services.api.webhook_schemas import (
     WebhookCreated,
     WebhookPage,
 )
-from services.api.webhook_store import WebhookStore
-from shared.webhook_targets import TargetRefused
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
-def webhook_store(request: Request) -> WebhookStore:
-    store: WebhookStore = request.app.state.webhooks
-    return store
-
-
-Store = Annotated[WebhookStore, Depends(webhook_store)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": Problem}, **UNAVAILABLE}
@@ -47,10 +39,7 @@ async def create_webhook(
     body: CreateWebhook, response: Response, store: Store, config: Config
 ) -> WebhookCreated:
     """Register a URL for BucketCreated/BucketFailed events. The secret is shown only here."""
-    try:
-        created = await register(store, body, config)
-    except TargetRefused as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    created = await register(store, body, config)
     response.headers["Location"] = f"/webhooks/{created.id}"
     return created
 

@@ -8,8 +8,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.errors import TargetRefused
 from shared.webhook_signing import secret_problem
-from shared.webhook_targets import MAX_URL_LENGTH, TargetRefused, parse_url
+from shared.webhook_targets import MAX_URL_LENGTH, parse_url
 
 
 class WebhookEventType(StrEnum):

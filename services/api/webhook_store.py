@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable
-from typing import TypeVar
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import func
 
 from services.api.cursors import decode_cursor, encode_cursor
+from services.api.timeouts import bounded
 from services.api.webhook_schemas import (
     Delivery,
     DeliveryStatus,
@@ -21,7 +19,6 @@ from services.api.webhook_schemas import (
 )
 from shared.models import WebhookDelivery, WebhookSubscription
 
-T = TypeVar("T")
 DELETED_ERROR = "webhook deleted before delivery"
 
 
@@ -58,32 +55,26 @@ class WebhookStore:
         self._sessions = sessions
         self._timeout = timeout_s
 
-    async def _bounded(self, coro: Awaitable[T]) -> T:
-        return await asyncio.wait_for(coro, self._timeout)
-
+    @bounded
     async def create(
         self, url: str, secret: str, event_types: list[WebhookEventType]
     ) -> WebhookCreated:
-        async def go() -> WebhookCreated:
-            async with self._sessions() as session, session.begin():
-                row = WebhookSubscription(
-                    id=uuid.uuid4(), url=url, secret=secret, event_types=list(event_types)
-                )
-                session.add(row)
-                await session.flush()
-                await session.refresh(row)
-                return WebhookCreated(**_webhook(row).model_dump(), secret=secret)
+        async with self._sessions() as session, session.begin():
+            row = WebhookSubscription(
+                id=uuid.uuid4(), url=url, secret=secret, event_types=list(event_types)
+            )
+            session.add(row)
+            await session.flush()
+            await session.refresh(row)
+            return WebhookCreated(**_webhook(row).model_dump(), secret=secret)
 
-        return await self._bounded(go())
-
+    @bounded
     async def get(self, webhook_id: uuid.UUID) -> Webhook | None:
-        async def go() -> Webhook | None:
-            async with self._sessions() as session:
-                row = await session.get(WebhookSubscription, webhook_id)
-                return None if row is None or row.deleted_at is not None else _webhook(row)
+        async with self._sessions() as session:
+            row = await session.get(WebhookSubscription, webhook_id)
+            return None if row is None or row.deleted_at is not None else _webhook(row)
 
-        return await self._bounded(go())
-
+    @bounded
     async def page(self, limit: int, cursor: str | None) -> tuple[list[Webhook], str | None]:
         """Active webhooks, oldest first."""
         after = decode_cursor(cursor) if cursor else None
@@ -98,50 +89,45 @@ class WebhookStore:
             )
         query = query.order_by(WebhookSubscription.created_at, WebhookSubscription.id)
 
-        async def go() -> list[WebhookSubscription]:
-            async with self._sessions() as session:
-                return list(await session.scalars(query.limit(limit + 1)))
-
-        rows = await self._bounded(go())
+        async with self._sessions() as session:
+            rows = list(await session.scalars(query.limit(limit + 1)))
         page = rows[:limit]
         more = len(rows) > limit and page
         return [_webhook(r) for r in page], (
             encode_cursor(page[-1].created_at, page[-1].id) if more else None
         )
 
+    @bounded
     async def delete(self, webhook_id: uuid.UUID) -> bool:
         """Stop the webhook and fail its pending deliveries; False when there was none."""
-
-        async def go() -> bool:
-            async with self._sessions() as session, session.begin():
-                deleted = await session.scalar(
-                    update(WebhookSubscription)
-                    .where(
-                        WebhookSubscription.id == webhook_id,
-                        WebhookSubscription.deleted_at.is_(None),
-                    )
-                    .values(deleted_at=func.now())
-                    .returning(WebhookSubscription.id)
+        async with self._sessions() as session, session.begin():
+            deleted = await session.scalar(
+                update(WebhookSubscription)
+                .where(
+                    WebhookSubscription.id == webhook_id,
+                    WebhookSubscription.deleted_at.is_(None),
                 )
-                if deleted is None:
-                    return False
-                await session.execute(
-                    update(WebhookDelivery)
-                    .where(
-                        WebhookDelivery.subscription_id == webhook_id,
-                        WebhookDelivery.status == DeliveryStatus.PENDING.value,
-                    )
-                    .values(
-                        status=DeliveryStatus.FAILED.value,
-                        last_error=DELETED_ERROR,
-                        next_attempt_at=None,
-                        updated_at=func.now(),
-                    )
+                .values(deleted_at=func.now())
+                .returning(WebhookSubscription.id)
+            )
+            if deleted is None:
+                return False
+            await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.subscription_id == webhook_id,
+                    WebhookDelivery.status == DeliveryStatus.PENDING.value,
                 )
-                return True
+                .values(
+                    status=DeliveryStatus.FAILED.value,
+                    last_error=DELETED_ERROR,
+                    next_attempt_at=None,
+                    updated_at=func.now(),
+                )
+            )
+            return True
 
-        return await self._bounded(go())
-
+    @bounded
     async def deliveries(
         self,
         webhook_id: uuid.UUID,
@@ -164,21 +150,16 @@ class WebhookStore:
             )
         query = query.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
 
-        async def go() -> list[WebhookDelivery]:
-            async with self._sessions() as session:
-                return list(await session.scalars(query.limit(limit + 1)))
-
-        rows = await self._bounded(go())
+        async with self._sessions() as session:
+            rows = list(await session.scalars(query.limit(limit + 1)))
         page = rows[:limit]
         more = len(rows) > limit and page
         return [_delivery(r) for r in page], (
             encode_cursor(page[-1].created_at, page[-1].id) if more else None
         )
 
+    @bounded
     async def delivery(self, delivery_id: uuid.UUID) -> Delivery | None:
-        async def go() -> Delivery | None:
-            async with self._sessions() as session:
-                row = await session.get(WebhookDelivery, delivery_id)
-                return None if row is None else _delivery(row)
-
-        return await self._bounded(go())
+        async with self._sessions() as session:
+            row = await session.get(WebhookDelivery, delivery_id)
+            return None if row is None else _delivery(row)

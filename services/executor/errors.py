@@ -18,6 +18,7 @@ from shared.error_codes import (
     NONCE_CONFLICT,
     RECEIPT_TIMEOUT,
 )
+from shared.errors import GatewayError
 
 # The codes are defined in `shared.error_codes`; the executor names them as `errors.<CODE>`.
 __all__ = [
@@ -31,6 +32,9 @@ __all__ = [
     "INVALID_BUCKET_NAME",
     "NONCE_CONFLICT",
     "RECEIPT_TIMEOUT",
+    "AkaveConfigurationError",
+    "BackendError",
+    "ExecutorError",
     "classify",
 ]
 
@@ -56,3 +60,21 @@ def classify(message: str) -> tuple[str, bool]:
         if any(fragment in lowered for fragment in fragments):
             return code, retryable
     return BACKEND_ERROR, True
+
+
+class ExecutorError(GatewayError):
+    """Root of the errors the executor raises."""
+
+
+class BackendError(ExecutorError):
+    """A failed chain call with a stable `code` and whether trying again can help."""
+
+    def __init__(self, message: str, code: str | None = None, retryable: bool | None = None):
+        super().__init__(message)
+        guessed_code, guessed_retryable = classify(message)
+        self.code = code or guessed_code
+        self.retryable = guessed_retryable if retryable is None else retryable
+
+
+class AkaveConfigurationError(ExecutorError, RuntimeError):
+    """The Akave backend cannot start: the SDK is missing, there is no key, or bad settings."""

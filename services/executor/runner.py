@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.structs import ConsumerRecord
 
 from services.executor.backends import AkaveBackend, open_backend
 from services.executor.backends.evm import EvmBackend
@@ -25,9 +23,9 @@ from services.executor.lane_status import publish_lane_status
 from services.executor.ledger import PartitionLedger
 from services.executor.scheduler import KeyedScheduler, OffsetTracker
 from services.executor.transactions import TransactionGate
+from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record, SortedBatch
 from shared.db import make_engine
-from shared.dead_letter import park
-from shared.events import EventData, MalformedEvent, UnknownEventType, decode, new_event
+from shared.events import EventData, new_event
 from shared.fold import JobState
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
@@ -74,7 +72,11 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
             asyncio.Semaphore(settings.executor_concurrency),
         )
         self._last_commit = 0.0
-        self.stats: Counter[str] = Counter()
+        self.stats = ConsumeStats()
+        self.jobs_finished = 0
+        self._dead_letters = DeadLetters(
+            appender, settings.dead_letter_topic, ConsumerName.EXECUTOR, self.stats
+        )
 
     # Rebalance -------------------------------------------------------------------------------
 
@@ -113,8 +115,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 part = self._partitions.get(tp.partition)
                 if part is None:
                     continue
-                for record in records:
-                    await self._consume(part, record)
+                await self._consume(part, records)
             for part in list(self._partitions.values()):
                 if not part.live and await self._consumer.position(part.tp) >= (
                     part.catch_up_to or 0
@@ -130,25 +131,19 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._scheduler.cancel()
         await self._commit(list(self._partitions.values()))
 
-    async def _consume(self, part: _Partition, record: ConsumerRecord[bytes, bytes]) -> None:
-        part.tracker.consumed(record.offset)
-        try:
-            event = decode(record.value)
-        except UnknownEventType as exc:
-            self.stats["unknown"] += 1
-            log.debug("skipping unknown event type", extra={"type": exc.event_type})
-            return
-        except MalformedEvent as exc:
-            self.stats["malformed"] += 1
+    async def _consume(self, part: _Partition, records: list[Record]) -> None:
+        batch = SortedBatch()
+        for record, event in batch.read(records):
+            part.tracker.consumed(record.offset)
+            is_new_job = part.ledger.observe(event, record.offset)
+            if is_new_job and part.live:
+                state = part.ledger.unfinished[event.job_id]
+                self._submit(part, state, record.offset)
+        part.tracker.consumed(records[-1].offset)
+        for record, error in batch.malformed:
             if record.offset >= part.committed:  # below it, an earlier run parked it already
-                await park(
-                    self._appender, self._settings.dead_letter_topic, record, str(exc), "executor"
-                )
-            return
-        is_new_job = part.ledger.observe(event, record.offset)
-        if is_new_job and part.live:
-            state = part.ledger.unfinished[event.job_id]
-            self._submit(part, state, record.offset)
+                await self._dead_letters.park(record, error)
+        self.stats.count(batch, len(records))
 
     def _go_live(self, part: _Partition) -> None:
         part.catch_up_to = None
@@ -180,7 +175,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 return
             part.tracker.finished(offset)
-            self.stats["jobs"] += 1
+            self.jobs_finished += 1
 
         part.jobs.add(self._scheduler.submit(job.bucket_name, work, done))
 
@@ -296,6 +291,9 @@ async def _consume(settings: Settings, backend: AkaveBackend, stop: asyncio.Even
             await executor.run(stop)
         finally:
             await consumer.stop()
-        log.info("executor stopped", extra=dict(executor.stats))
+        log.info(
+            "executor stopped",
+            extra={**executor.stats.as_dict(), "jobs": executor.jobs_finished},
+        )
     finally:
         await appender.stop()

@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import store
-from shared.dead_letter import park
-from shared.events import Event, MalformedEvent, UnknownEventType, decode
+from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record, sort_batch
 from shared.kafka import Appender
 from shared.lifecycle import wait_or_stop
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-CONSUMER_NAME = "notifier"
 
 
 class Intake:
@@ -43,7 +39,11 @@ class Intake:
         self._appender = appender
         self._sessions = sessions
         self._on_recorded = on_recorded
-        self.stats: Counter[str] = Counter()
+        self.stats = ConsumeStats()
+        self.deliveries = 0
+        self._dead_letters = DeadLetters(
+            appender, settings.dead_letter_topic, ConsumerName.NOTIFIER, self.stats
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -58,34 +58,17 @@ class Intake:
                     self._consumer.seek(tp, records[0].offset)
                 await wait_or_stop(stop, 1.0)
 
-    async def _handle(
-        self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
-    ) -> None:
-        events: list[Event] = []
-        malformed: list[tuple[ConsumerRecord[bytes, bytes], str]] = []
-        for records in fetched.values():
-            for record in records:
-                try:
-                    event = decode(record.value)
-                except UnknownEventType:
-                    self.stats["unknown"] += 1
-                    continue
-                except MalformedEvent as exc:
-                    malformed.append((record, str(exc)))
-                    continue
-                if event.type in store.NOTIFIED_TYPES:
-                    events.append(event)
+    async def _handle(self, fetched: dict[TopicPartition, list[Record]]) -> None:
+        decoded, batch = sort_batch(r for records in fetched.values() for r in records)
+        events = [event for _, event in decoded if event.type in store.NOTIFIED_TYPES]
         new = 0
         if events:
             async with self._sessions() as session, session.begin():
                 new = await store.record_deliveries(session, events)
-        for record, error in malformed:
-            await park(
-                self._appender, self._settings.dead_letter_topic, record, error, CONSUMER_NAME
-            )
-            self.stats["parked"] += 1
+        await self._dead_letters.park_all(batch.malformed)
+        self.stats.count(batch, sum(len(records) for records in fetched.values()))
         if new:
-            self.stats["deliveries"] += new
+            self.deliveries += new
             self._on_recorded()
         offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
         try:

@@ -58,7 +58,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 task.result()
         finally:
             await consumer.stop()
-        log.info("notifier stopped", extra={**intake.stats, **dispatcher.stats})
+        log.info(
+            "notifier stopped",
+            extra={**intake.stats.as_dict(), "deliveries": intake.deliveries, **dispatcher.stats},
+        )
     finally:
         await client.aclose()
         await appender.stop()

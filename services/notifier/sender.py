@@ -11,9 +11,10 @@ import httpx
 
 from services.notifier.backoff import Verdict, retry_after_seconds, verdict
 from services.notifier.store import Claimed
+from shared.errors import TargetRefused, TargetUnresolvable
 from shared.settings import Settings
 from shared.webhook_signing import signed_headers
-from shared.webhook_targets import TargetRefused, TargetUnresolvable, check_target
+from shared.webhook_targets import check_target
 
 
 @dataclass(frozen=True)

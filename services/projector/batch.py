@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.projector import store
-from shared.events import Event, MalformedEvent, UnknownEventType, decode
+from shared.consume import Record, Refused, SortedBatch, sort_batch
 from shared.fold import JobState, JobStatus, apply
 
 # Errors that the same row will raise again on every retry (a value too long for its column, a
@@ -23,10 +22,10 @@ UNAPPLICABLE: tuple[type[Exception], ...] = (DataError, IntegrityError)
 @dataclass
 class BatchOutcome:
     applied: int = 0
-    skipped_unknown: int = 0
     already_applied: int = 0
-    malformed: list[tuple[ConsumerRecord[bytes, bytes], str]] = field(default_factory=list)
-    unapplicable: list[tuple[ConsumerRecord[bytes, bytes], str]] = field(default_factory=list)
+    # The records past the checkpoints, sorted: events, unknown types, malformed records.
+    batch: SortedBatch = field(default_factory=SortedBatch)
+    unapplicable: list[Refused] = field(default_factory=list)
     rewind: dict[int, int] = field(default_factory=dict)
     checkpoints: dict[int, int] = field(default_factory=dict)
 
@@ -34,7 +33,7 @@ class BatchOutcome:
 async def apply_batch(
     session: AsyncSession,
     topic: str,
-    records: Sequence[ConsumerRecord[bytes, bytes]],
+    records: Sequence[Record],
     expected: Mapping[int, int],
     *,
     isolate: bool = False,
@@ -52,25 +51,7 @@ async def apply_batch(
     """
     outcome = BatchOutcome()
     stored = await store.lock_checkpoints(session, topic, (r.partition for r in records))
-    events: list[tuple[ConsumerRecord[bytes, bytes], Event]] = []
-    for record in records:
-        p = record.partition
-        if p in outcome.rewind:
-            continue
-        if stored[p] < expected.get(p, stored[p]):
-            outcome.rewind[p] = stored[p]
-            continue
-        if record.offset < stored[p]:
-            outcome.already_applied += 1
-            continue
-        stored[p] = record.offset + 1
-        try:
-            events.append((record, decode(record.value)))
-        except UnknownEventType:
-            outcome.skipped_unknown += 1
-        except MalformedEvent as exc:
-            outcome.malformed.append((record, str(exc)))
-
+    events, outcome.batch = sort_batch(_unapplied(records, stored, expected, outcome))
     jobs = await store.load_jobs(session, (e.job_id for _, e in events))
     owners = await store.completed_owners(session, (e.data.bucket_name for _, e in events))
     changed: dict[uuid.UUID, JobState] = {}
@@ -96,3 +77,25 @@ async def apply_batch(
     outcome.checkpoints = {p: o for p, o in stored.items() if p not in outcome.rewind}
     await store.save_checkpoints(session, topic, outcome.checkpoints)
     return outcome
+
+
+def _unapplied(
+    records: Sequence[Record],
+    stored: dict[int, int],
+    expected: Mapping[int, int],
+    outcome: BatchOutcome,
+) -> Iterator[Record]:
+    """The records past their partition's stored checkpoint, advancing it over them; a
+    partition whose stored checkpoint is behind `expected` is marked for rewinding instead."""
+    for record in records:
+        p = record.partition
+        if p in outcome.rewind:
+            continue
+        if stored[p] < expected.get(p, stored[p]):
+            outcome.rewind[p] = stored[p]
+            continue
+        if record.offset < stored[p]:
+            outcome.already_applied += 1
+            continue
+        stored[p] = record.offset + 1
+        yield record

@@ -9,77 +9,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.projector import store
-from services.projector.batch import UNAPPLICABLE, BatchOutcome, apply_batch
+from services.projector.errors import ReadModelAhead
+from services.projector.projection import BATCH_RECORDS, project
+from shared.consume import ConsumerName, ConsumeStats, DeadLetters
 from shared.db import make_engine, make_sessionmaker
-from shared.dead_letter import park
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.lifecycle import wait_or_stop
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-CONSUMER_NAME = "projector"
-BATCH_RECORDS = 2000
-
-
-async def project(
-    sessions: async_sessionmaker[AsyncSession],
-    appender: Appender,
-    settings: Settings,
-    records: Sequence[ConsumerRecord[bytes, bytes]],
-    expected: Mapping[int, int],
-) -> BatchOutcome:
-    """Apply one batch in one transaction and park what cannot be read or applied.
-
-    When the database refuses a row for good (`UNAPPLICABLE`), the batch is rolled back and
-    applied again event by event, so only the event it refuses is parked. Other errors
-    propagate: the caller retries the batch.
-    """
-    try:
-        return await _project(sessions, appender, settings, records, expected, isolate=False)
-    except UNAPPLICABLE as exc:
-        log.warning(
-            "the database refused a row; applying the batch event by event",
-            extra={"error": str(getattr(exc, "orig", exc))[:500]},
-        )
-    return await _project(sessions, appender, settings, records, expected, isolate=True)
-
-
-async def _project(
-    sessions: async_sessionmaker[AsyncSession],
-    appender: Appender,
-    settings: Settings,
-    records: Sequence[ConsumerRecord[bytes, bytes]],
-    expected: Mapping[int, int],
-    *,
-    isolate: bool,
-) -> BatchOutcome:
-    topic = settings.bucket_events_topic
-    async with sessions() as session, session.begin():
-        outcome = await apply_batch(session, topic, records, expected, isolate=isolate)
-        for record, error in outcome.malformed:
-            await park(appender, settings.dead_letter_topic, record, error, CONSUMER_NAME)
-        for record, error in outcome.unapplicable:
-            await park(
-                appender,
-                settings.dead_letter_topic,
-                record,
-                f"cannot be applied: {error}",
-                CONSUMER_NAME,
-            )
-    return outcome
-
-
-class ReadModelAhead(RuntimeError):
-    """The checkpoints are past the log's end: the read model was folded from another log."""
 
 
 def refuse_if_ahead(topic: str, positions: Mapping[int, int], ends: Mapping[int, int]) -> None:
@@ -118,7 +63,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         refuse_if_ahead(topic, positions, ends)
         for tp in partitions:
             consumer.seek(tp, positions.get(tp.partition, 0))
-        stats = {"applied": 0, "unknown": 0, "parked": 0}
+        stats = ConsumeStats()
+        dead_letters = DeadLetters(
+            appender, settings.dead_letter_topic, ConsumerName.PROJECTOR, stats
+        )
+        applied = 0
         started = time.monotonic()
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=BATCH_RECORDS)
@@ -126,7 +75,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             if not records:
                 continue
             try:
-                outcome = await project(sessions, appender, settings, records, positions)
+                async with sessions() as session, session.begin():
+                    outcome = await project(session, dead_letters, topic, records, positions)
             except (SQLAlchemyError, KafkaError, OSError) as exc:
                 log.warning("projection batch failed; retrying", extra={"error": str(exc)})
                 for tp in fetched:
@@ -141,11 +91,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 )
                 positions[partition] = offset
                 consumer.seek(TopicPartition(topic, partition), offset)
-            stats["applied"] += outcome.applied
-            stats["unknown"] += outcome.skipped_unknown
-            stats["parked"] += len(outcome.malformed) + len(outcome.unapplicable)
+            stats.count(outcome.batch, len(records))
+            applied += outcome.applied
         elapsed = time.monotonic() - started
-        log.info("projector stopped", extra={**stats, "seconds": round(elapsed, 3)})
+        log.info(
+            "projector stopped",
+            extra={**stats.as_dict(), "applied": applied, "seconds": round(elapsed, 3)},
+        )
     finally:
         await consumer.stop()
         await appender.stop()

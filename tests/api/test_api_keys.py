@@ -123,7 +123,7 @@ def test_apikey_new_prints_a_fresh_key_once_and_its_config_line() -> None:
             [
                 sys.executable,
                 "-m",
-                "services.cli",
+                "cli",
                 "apikey",
                 "new",
                 "--name",
@@ -153,7 +153,7 @@ def test_the_api_refuses_to_start_with_a_malformed_key_entry(stack_settings: Set
     token = new_token()
     env = settings_env(stack_settings.model_copy(update={"api_keys": f"ci:{token}"}))
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "api"],
+        [sys.executable, "-m", "cli", "api"],
         cwd=REPO,
         env=env,
         capture_output=True,

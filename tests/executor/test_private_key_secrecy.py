@@ -49,7 +49,7 @@ bare = key[2:]
 akavesdk.fail_next(f"dial tcp: handshake failed for signer {key}", "ipc")
 akavesdk.fail_next(f"rpc unavailable; account 0X{bare.upper()} session lost", "view_bucket")
 akavesdk.fail_next(f"insufficient funds for gas: {bare.lower()}", "create_bucket")
-from services.cli import main
+from cli.main import main
 main(["executor"])
 """
 BROKEN_SDK_EXECUTOR = """
@@ -57,7 +57,7 @@ import akavesdk
 def broken(config):
     raise akavesdk.SDKError(f"invalid private key {config.private_key!r} for {config.address}")
 akavesdk.SDK = broken
-from services.cli import main
+from cli.main import main
 main(["executor"])
 """
 
@@ -172,7 +172,7 @@ def test_an_sdk_that_echoes_the_key_at_setup_stops_the_executor_without_it(
 
 def test_a_bad_setting_beside_the_key_is_reported_without_it(stack_settings: Settings) -> None:
     env = stub_env(stack_settings, AKAVE_MAX_CONCURRENCY="0", AKAVE_NODE_ADDRESS=CONFIGURED)
-    done = run_cli(["-m", "services.cli", "executor"], env)
+    done = run_cli(["-m", "cli", "executor"], env)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert "akave_max_concurrency" in output
@@ -188,7 +188,7 @@ def test_a_key_file_others_can_read_stops_every_service(
     key_file.chmod(0o640)
     env = stub_env(stack_settings, AKAVE_PRIVATE_KEY_FILE=str(key_file))
     del env["AKAVE_PRIVATE_KEY"]
-    done = run_cli(["-m", "services.cli", service], env)
+    done = run_cli(["-m", "cli", service], env)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output
     assert "refusing to start" in output

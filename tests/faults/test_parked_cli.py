@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from services.parked import REDRIVEN_FROM, read_parked
+from cli.parked import REDRIVEN_FROM, read_parked
 from shared.kafka import Appender
 from tests.support.stack import REPO, Stack, read_events, settings_env, unique_name
 
@@ -26,14 +26,14 @@ import shared.events as events
 events.SCHEMA_VERSION = 2
 for event_type in events.DATA_TYPES:
     events.UPCASTERS[(event_type, 1)] = lambda data: data
-from services.cli import main
+from cli.main import main
 main(["projector"])
 """
 
 
 def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", "parked", *args],
+        [sys.executable, "-m", "cli", "parked", *args],
         cwd=REPO,
         env=settings_env(stack.settings),
         capture_output=True,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from services.projector.bulk import BulkFold
+from services.projector.replay.bulk_fold import BulkFold
 from shared.error_codes import BUCKET_EXISTS
 from shared.events import (
     BucketCreated,

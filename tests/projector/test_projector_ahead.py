@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
-from services.cli import migrate
 from services.projector.runner import ReadModelAhead, refuse_if_ahead, run
 from shared.db import make_engine
 from shared.kafka import ensure_topics
+from shared.migrations import migrate
 from shared.settings import Settings
 
 

@@ -143,7 +143,7 @@ async def test_batch_creates_and_updates_rows_and_checkpoints_each_partition(
     ]
     outcome = await apply(sessions, topic, batch)
     assert outcome.applied == 5 and outcome.checkpoints == {0: 3, 2: 12}
-    assert outcome.rewind == {} and outcome.malformed == [] and outcome.already_applied == 0
+    assert outcome.rewind == {} and outcome.batch.malformed == [] and outcome.already_applied == 0
 
     found = await rows(sessions, a, b)
     assert found[a].status == "completed" and found[a].tx_hash == "0x" + "ab" * 32
@@ -337,12 +337,12 @@ async def test_malformed_and_unknown_records_are_reported_or_skipped_and_advance
         [requested(job, name), b"{not json", unknown, b'["an", "array"]', processing(job, name)],
     )
     outcome = await apply(sessions, topic, batch)
-    assert outcome.skipped_unknown == 1
-    assert [(r.offset, r.value) for r, _ in outcome.malformed] == [
+    assert outcome.batch.unknown_skipped == 1
+    assert [(r.offset, r.value) for r, _ in outcome.batch.malformed] == [
         (1, b"{not json"),
         (3, b'["an", "array"]'),
     ]
-    assert all(reason for _, reason in outcome.malformed)
+    assert all(reason for _, reason in outcome.batch.malformed)
     assert outcome.applied == 2
     assert outcome.checkpoints == {0: 5}
     assert (await rows(sessions, job))[job].status == "processing"
@@ -353,7 +353,7 @@ async def test_batch_of_only_unreadable_records_still_advances_the_checkpoint(
     sessions: Sessions, topic: str
 ) -> None:
     outcome = await apply(sessions, topic, records(topic, 1, [b"", b"garbage"], start=7))
-    assert len(outcome.malformed) == 2 and outcome.applied == 0
+    assert len(outcome.batch.malformed) == 2 and outcome.applied == 0
     assert await checkpoints(sessions, topic) == {1: 9}
 
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from services.projector.rebuild import REPLAY_LOCK
-from services.projector.shadow import SHADOW_SCHEMA
+from services.projector.replay.rebuild import REPLAY_LOCK
+from services.projector.replay.shadow import SHADOW_SCHEMA
 from shared.db import make_engine
 from shared.dead_letter import CONSUMER, ERROR, ORIGIN_OFFSET, ORIGIN_PARTITION
 from shared.events import (
@@ -134,7 +134,7 @@ async def start_replay(stack: Stack, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.cli",
+        "cli",
         "replay",
         *args,
         cwd=REPO,

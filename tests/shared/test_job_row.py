@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.projector import store
-from services.projector.bulk import copy_rows
+from services.projector.replay.bulk_fold import copy_rows
 from shared import job_row
 from shared.db import make_engine
 from shared.fold import JobState, JobStatus

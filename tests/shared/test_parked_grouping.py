@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.parked import REDRIVE_OF, REDRIVE_TO, ParkedError, group, select
+from cli.parked import REDRIVE_OF, REDRIVE_TO, ParkedError, group, select
 
 
 @dataclass

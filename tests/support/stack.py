@@ -71,7 +71,7 @@ class Stack:
         for name in names or ("projector", "executor", "api"):
             log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name.partition(":")[0]],
+                [sys.executable, "-m", "cli", name.partition(":")[0]],
                 cwd=REPO,
                 env=settings_env(self.settings),
                 stdout=log,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.executor import errors
 from services.executor.backends.base import BackendError, ChainBucket, CreatedBucket
+from services.executor.errors import AkaveConfigurationError
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -34,10 +35,6 @@ INSTALL_HINT = 'pip install "akavesdk @ git+https://github.com/akave-ai/akavesdk
 MASK = "***"
 
 _T = TypeVar("_T")
-
-
-class AkaveConfigurationError(RuntimeError):
-    """The Akave backend cannot start: the SDK is missing, there is no key, or bad settings."""
 
 
 def import_sdk() -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.executor import errors
+from services.executor.errors import BackendError as BackendError  # part of the interface
 
 
 @dataclass(frozen=True)
@@ -23,16 +23,6 @@ class CreatedBucket:
     name: str
     bucket_id: str | None = None
     created_at: int | None = None
-
-
-class BackendError(Exception):
-    """A failed chain call with a stable `code` and whether trying again can help."""
-
-    def __init__(self, message: str, code: str | None = None, retryable: bool | None = None):
-        super().__init__(message)
-        guessed_code, guessed_retryable = errors.classify(message)
-        self.code = code or guessed_code
-        self.retryable = guessed_retryable if retryable is None else retryable
 
 
 class AkaveBackend(Protocol):

@@ -2,11 +2,11 @@
 
 1. Take a session-level advisory lock, so only one replay runs (a second one is refused).
 2. Create empty shadow tables (`shadow.py`), throwing away what an interrupted replay left.
-3. Bulk phase (`bulk.py`): read every partition from offset 0 to the end offset it had at the
-   start, fold in memory, COPY finished rows; then write the shadow checkpoints and build the
-   keys and indexes.
-4. Catch-up phase: apply further batches to the shadow tables with the projector's own batch
-   code until the shadow checkpoints reach the live projector's.
+3. Bulk phase (`bulk_copy.py`): read every partition from offset 0 to the end offset it had at
+   the start, fold in memory (`bulk_fold.py`), COPY finished rows; then write the shadow
+   checkpoints and build the keys and indexes.
+4. Catch-up phase: project further batches into the shadow tables with the projector's own
+   `project` until the shadow checkpoints reach the live projector's.
 5. Swap, in one transaction: take the projection lock (the live projector takes it for each
    batch, so it pauses between two batches), apply whatever the live projector applied
    meanwhile, move the live tables out and the shadow tables in. The live projector's next
@@ -23,27 +23,27 @@ import logging
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import TypeAlias, TypeVar
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.projector import bulk_load, shadow, store
-from services.projector.batch import BatchOutcome, apply_batch
-from services.projector.progress import Progress
-from services.projector.runner import BATCH_RECORDS, CONSUMER_NAME, project
+from services.projector import store
+from services.projector.batch import BatchOutcome
+from services.projector.errors import AnotherReplayRunning, ReplayInterrupted
+from services.projector.projection import BATCH_RECORDS, project
+from services.projector.replay import bulk_copy, shadow
+from services.projector.replay.progress import Progress
+from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record
 from shared.db import make_engine, make_sessionmaker
-from shared.dead_letter import park
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.lifecycle import wait_or_stop
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 REPLAY_LOCK = "akave.projector.replay"
 SWAP_LOCK_TIMEOUT = "2s"
@@ -51,30 +51,16 @@ SWAP_ATTEMPTS = 30
 _LOCK_FAILURES = {"55P03", "40P01"}  # lock_not_available, deadlock_detected
 
 
-class AnotherReplayRunning(RuntimeError):
-    def __init__(self) -> None:
-        super().__init__(
-            "another replay is already running on this database (advisory lock "
-            f"{REPLAY_LOCK!r} is held); wait for it to finish"
-        )
-
-
-class ReplayInterrupted(RuntimeError):
-    pass
-
-
 @dataclass
 class ReplayOptions:
     progress_bar: bool = True
     keep_old: bool = False
-    workers: int = field(default_factory=bulk_load.default_workers)
+    workers: int = field(default_factory=bulk_copy.default_workers)
 
 
 @dataclass
 class _Stats:
-    events: int = 0
-    unknown: int = 0
-    parked: int = 0
+    consume: ConsumeStats = field(default_factory=ConsumeStats)
     jobs: int = 0
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -90,7 +76,7 @@ async def replay(settings: Settings, stop: asyncio.Event, options: ReplayOptions
             )
             await guard.commit()
             if not locked:
-                raise AnotherReplayRunning()
+                raise AnotherReplayRunning(REPLAY_LOCK)
             try:
                 await _Replay(settings, engine, stop, options).run()
             finally:
@@ -118,6 +104,9 @@ class _Replay:
         )
         self.positions: dict[int, int] = {}
         self.stats = _Stats()
+        self.dead_letters = DeadLetters(
+            self.appender, settings.dead_letter_topic, ConsumerName.REPLAY, self.stats.consume
+        )
 
     async def run(self) -> None:
         started = time.monotonic()
@@ -148,10 +137,8 @@ class _Replay:
         log.info(
             "replay finished",
             extra={
-                "events": self.stats.events,
+                **self.stats.consume.as_dict(),
                 "jobs": self.stats.jobs,
-                "unknown": self.stats.unknown,
-                "parked": self.stats.parked,
                 "old_tables": old or "dropped",
                 "seconds": round(time.monotonic() - started, 3),
                 **{f"{k}_s": round(v, 3) for k, v in self.stats.phases.items()},
@@ -180,17 +167,15 @@ class _Replay:
 
     async def _bulk(self, targets: dict[int, int], progress: Progress) -> None:
         partitions = sorted(self.positions)
-        groups = bulk_load.shares(partitions, self.options.workers)
+        groups = bulk_copy.shares(partitions, self.options.workers)
         if len(groups) == 1:
-            result = await bulk_load.load(
+            result = await bulk_copy.load(
                 self.settings, partitions, targets, progress.advance, self.stop.is_set
             )
         else:
             result = await self._bulk_in_workers(groups, targets, progress)
         self.positions = result.positions
-        self.stats.events += result.events
-        self.stats.unknown += result.unknown
-        self.stats.parked += result.parked
+        self.stats.consume.add(result.stats)
         self.stats.jobs = result.jobs
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -210,8 +195,8 @@ class _Replay:
         groups: list[list[int]],
         targets: dict[int, int],
         progress: Progress,
-    ) -> bulk_load.BulkResult:
-        workers = bulk_load.Workers(self.settings, groups, targets)
+    ) -> bulk_copy.BulkResult:
+        workers = bulk_copy.Workers(self.settings, groups, targets)
         workers.start()
         try:
             seen = 0
@@ -227,10 +212,6 @@ class _Replay:
         except BaseException:
             workers.kill()
             raise
-
-    async def _park(self, record: Record, error: str) -> None:
-        self.stats.parked += 1
-        await park(self.appender, self.settings.dead_letter_topic, record, error, CONSUMER_NAME)
 
     async def _indexes(self, live: str) -> None:
         async with self.engine.connect() as conn:
@@ -265,16 +246,16 @@ class _Replay:
                 return
             records = await self._fetch()
             if records:
-                outcome = await project(
-                    self.shadow_sessions, self.appender, self.settings, records, self.positions
-                )
-                self.positions.update(outcome.checkpoints)
-                self.stats.parked += len(outcome.malformed) + len(outcome.unapplicable)
+                async with self.shadow_sessions() as session, session.begin():
+                    outcome = await self._project(session, records)
                 self._count(outcome, len(records), progress)
 
+    async def _project(self, session: AsyncSession, records: list[Record]) -> BatchOutcome:
+        return await project(session, self.dead_letters, self.topic, records, self.positions)
+
     def _count(self, outcome: BatchOutcome, records: int, progress: Progress) -> None:
-        self.stats.events += records
-        self.stats.unknown += outcome.skipped_unknown
+        self.positions.update(outcome.checkpoints)
+        self.stats.consume.count(outcome.batch, records)
         progress.advance(records)
 
     async def _catch_up_and_swap(self, live: str, progress: Progress) -> str | None:
@@ -307,14 +288,7 @@ class _Replay:
                 records = await self._fetch()
                 if not records:
                     continue
-                outcome = await apply_batch(
-                    session, self.topic, records, self.positions, isolate=True
-                )
-                for record, error in outcome.malformed:
-                    await self._park(record, error)
-                for record, error in outcome.unapplicable:
-                    await self._park(record, f"cannot be applied: {error}")
-                self.positions.update(outcome.checkpoints)
+                outcome = await self._project(session, records)
                 self._count(outcome, len(records), progress)
             self._check_stop()
             return await shadow.swap(session, live, keep_old=self.options.keep_old)

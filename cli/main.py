@@ -5,32 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 
 from services.api.api_keys import add_apikey_commands, run_apikey_command
+from shared.errors import InsecureSecretFile
 from shared.log_setup import configure_logging
-from shared.secret_files import InsecureSecretFile
+from shared.migrations import migrate
 from shared.settings import Settings
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _alembic_ini() -> Path:
-    for candidate in (Path.cwd() / "alembic.ini", REPO_ROOT / "alembic.ini"):
-        if candidate.exists():
-            return candidate
-    raise SystemExit("alembic.ini not found: run from the repository (or image) root")
-
-
-def migrate(settings: Settings) -> None:
-    """Bring the read model's schema to the newest revision."""
-    from alembic.config import Config
-
-    from alembic import command
-
-    config = Config(str(_alembic_ini()))
-    config.attributes["database_url"] = settings.database_url
-    command.upgrade(config, "head")
 
 
 def _service(name: str, settings: Settings) -> None:
@@ -53,7 +33,8 @@ def _service(name: str, settings: Settings) -> None:
 def _api(settings: Settings) -> None:
     import uvicorn
 
-    from services.api.api_keys import ApiKeyConfigError, load_key_ring
+    from services.api.api_keys import load_key_ring
+    from services.api.errors import ApiKeyConfigError
 
     try:
         load_key_ring(settings.api_keys, settings.api_keys_file)
@@ -119,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "topics":
         _topics(settings)
     elif args.command == "replay":
-        from services.projector.rebuild import main as replay_main
+        from services.projector.replay.rebuild import main as replay_main
 
         sys.exit(
             replay_main(
@@ -130,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         )
     elif args.command == "dev":
-        from services.dev import run_dev
+        from localinfra.dev import run_dev
 
         sys.exit(run_dev(settings))
     elif args.command == "parked":
@@ -159,7 +140,7 @@ def _parked_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _parked(args: argparse.Namespace, settings: Settings) -> int:
-    from services import parked
+    from cli import parked
 
     if args.action == "list":
         return parked.list_command(settings, args.json)
@@ -174,7 +155,3 @@ def _secrets(settings: Settings) -> list[str]:
     except OSError:
         return []
     return [key] if key else []
-
-
-if __name__ == "__main__":
-    main()

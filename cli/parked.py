@@ -26,6 +26,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared.dead_letter import CONSUMER, ERROR, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
+from shared.errors import GatewayError
 from shared.kafka import Appender, make_consumer
 from shared.settings import Settings
 
@@ -37,7 +38,7 @@ PREVIEW_CHARS = 120
 READ_TIMEOUT_S = 60.0
 
 
-class ParkedError(Exception):
+class ParkedError(GatewayError):
     """The dead-letter topic could not be read or written, or a selection names nothing."""
 
 

@@ -1,7 +1,7 @@
 """The replay's in-memory fold: the shared fold over a whole log, keeping little in memory.
 
 A finished job (completed or failed) never changes again, so its row is handed out as soon as
-the fold finishes it (`bulk_load.py` streams it into the shadow table with COPY) and only its
+the fold finishes it (`bulk_copy.py` streams it into the shadow table with COPY) and only its
 id (and, when completed, its name) is remembered. Jobs still open when the log ends come last.
 """
 

@@ -1,6 +1,7 @@
-"""The bulk phase of a replay: read partitions from offset 0, fold in memory, COPY the rows.
+"""The bulk phase of a replay: read partitions from offset 0, fold them in memory
+(`bulk_fold.py`), COPY the finished rows into the shadow `bucket_jobs`.
 
-A replay splits the partitions among worker processes (`start_workers`), each with its own
+A replay splits the partitions among worker processes (`Workers`), each with its own
 consumer, fold and COPY stream into the shadow table. Every event about one bucket name is in
 one partition, so partitions fold independently. With one worker it all runs in the replay's
 own process.
@@ -18,68 +19,56 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import Synchronized
-from typing import TypeAlias
 
 from aiokafka import TopicPartition
-from aiokafka.structs import ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.projector.bulk import BulkFold, copy_rows
-from services.projector.shadow import SHADOW_SCHEMA
+from services.projector.errors import BulkLoadStopped
+from services.projector.replay.bulk_fold import BulkFold, copy_rows
+from services.projector.replay.shadow import SHADOW_SCHEMA
 from shared import job_row
+from shared.consume import (
+    ConsumerName,
+    ConsumeStats,
+    DeadLetters,
+    Record,
+    Refused,
+    SortedBatch,
+    unapplicable,
+)
 from shared.db import make_engine
-from shared.dead_letter import park
-from shared.events import MalformedEvent, UnknownEventType, decode
 from shared.kafka import Appender, make_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
-CONSUMER_NAME = "projector"
 FETCH = {"fetch_max_bytes": 64 * 1024 * 1024, "max_partition_fetch_bytes": 16 * 1024 * 1024}
 FETCH_RECORDS = 20_000
-
-
-class BulkLoadStopped(RuntimeError):
-    pass
 
 
 @dataclass
 class BulkResult:
     positions: dict[int, int] = field(default_factory=dict)
-    events: int = 0
-    unknown: int = 0
-    parked: int = 0
+    stats: ConsumeStats = field(default_factory=ConsumeStats)
     jobs: int = 0
 
     def merge(self, other: BulkResult) -> None:
         self.positions.update(other.positions)
-        self.events += other.events
-        self.unknown += other.unknown
-        self.parked += other.parked
+        self.stats.add(other.stats)
         self.jobs += other.jobs
 
 
 def _fold_records(
-    fold: BulkFold, records: list[Record], result: BulkResult, refused: list[tuple[Record, str]]
+    fold: BulkFold, records: list[Record], batch: SortedBatch, refused: list[Refused]
 ) -> None:
-    """Fold a fetched batch; add the records that must be parked, and why, to `refused`.
+    """Fold a fetched batch; add the events the fold cannot apply, and why, to `refused`.
     One call per batch, not per record: this loop runs millions of times."""
     add = fold.add
-    for record in records:
-        try:
-            event = decode(record.value)
-        except UnknownEventType:
-            result.unknown += 1
-            continue
-        except MalformedEvent as exc:
-            refused.append((record, str(exc)))
-            continue
+    for record, event in batch.read(records):
         problem = add(event)
         if problem is not None:
-            refused.append((record, f"cannot be applied: {problem}"))
+            refused.append((record, unapplicable(problem)))
 
 
 async def _column_types(conn: AsyncConnection) -> list[int]:
@@ -114,6 +103,9 @@ async def load(
     columns = ", ".join(job_row.COLUMNS)
     engine = make_engine(settings, pool_size=1)
     appender = Appender(settings)
+    dead_letters = DeadLetters(
+        appender, settings.dead_letter_topic, ConsumerName.REPLAY, result.stats
+    )
     consumer = make_consumer(settings, **FETCH)
     await consumer.start()
     try:
@@ -138,19 +130,17 @@ async def load(
                         raise BulkLoadStopped()
                     fetched = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
                     count = 0
-                    refused: list[tuple[Record, str]] = []
+                    batch = SortedBatch()
+                    refused: list[Refused] = []
                     for records in fetched.values():
-                        _fold_records(fold, records, result, refused)
+                        _fold_records(fold, records, batch, refused)
                         count += len(records)
                         result.positions[records[-1].partition] = records[-1].offset + 1
-                    for record, problem in refused:
-                        result.parked += 1
-                        await park(
-                            appender, settings.dead_letter_topic, record, problem, CONSUMER_NAME
-                        )
+                    await dead_letters.park_all(batch.malformed)
+                    await dead_letters.park_all(refused)
                     for row in copy_rows(fold.take_finished()):
                         await copy.write_row(row)
-                    result.events += count
+                    result.stats.count(batch, count)
                     advance(count)
                 for row in copy_rows(fold.take_open()):
                     await copy.write_row(row)

@@ -14,15 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 from localinfra.kafka import LocalKafka
 from localinfra.postgres import ensure_postgres
-from services.cli import REPO_ROOT, migrate
 from shared.kafka import ensure_topics
+from shared.migrations import migrate
 from shared.settings import Settings
 
 SERVICES = ("projector", "executor", "notifier", "api")
+CHECKOUT = Path(__file__).resolve().parent.parent  # the broker's files go to its .local/
 
 
 def run_dev(settings: Settings) -> int:
@@ -32,7 +34,7 @@ def run_dev(settings: Settings) -> int:
         settings = settings.model_copy(update={"database_url": ensure_postgres(None)})
     if "kafka_bootstrap_servers" not in given:
         port = int(os.environ.get("KAFKA_PORT", "9092"))
-        broker = LocalKafka(REPO_ROOT, name="dev", port=port, controller_port=port + 1, reuse=True)
+        broker = LocalKafka(CHECKOUT, name="dev", port=port, controller_port=port + 1, reuse=True)
         print(f"starting Kafka on 127.0.0.1:{port} ...", flush=True)
         broker.start()
         settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers})
@@ -55,7 +57,7 @@ def run_dev(settings: Settings) -> int:
         }
         for name in SERVICES:
             children[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name], env=env, start_new_session=True
+                [sys.executable, "-m", "cli", name], env=env, start_new_session=True
             )
         print(
             f"\nAkave Async Gateway is running (backend: {settings.akave_backend})\n"

@@ -1,0 +1,1 @@
+"""Command-line entry points: `akave-gateway` (`cli.main`) and its operator tools (`cli.parked`)."""

@@ -1,0 +1,36 @@
+"""The errors `shared/` raises: one root, `GatewayError`, that every layer's errors derive from.
+
+Each layer has its own `errors.py` with one root class (`services/api/errors.py`,
+`services/executor/errors.py`, `services/projector/errors.py`, `services/notifier/errors.py`);
+docs/errors.md lists every class, who raises it and its HTTP answer.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway defines."""
+
+
+class MalformedEvent(GatewayError, ValueError):
+    """A record that is not a readable bucket event: bad JSON, bad envelope, bad data."""
+
+
+class UnknownEventType(GatewayError):
+    """A well-formed CloudEvent of a type this code does not know; consumers skip it."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(f"unknown event type {event_type!r}")
+        self.event_type = event_type
+
+
+class TargetRefused(GatewayError, ValueError):
+    """The URL is not one the gateway will call; the message says why."""
+
+
+class TargetUnresolvable(TargetRefused):
+    """The URL's host does not resolve (now: DNS may answer differently later)."""
+
+
+class InsecureSecretFile(GatewayError, PermissionError):
+    """The file holding a secret is readable (or writable) by its group or by others."""
