@@ -231,7 +231,8 @@ async def test_a_signer_that_loses_its_lock_exits_nonzero_and_signs_nothing(
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'akave-executor-signer-fence' AND datname = current_database()"
+            "WHERE application_name = 'akave-executor-signer-fence' "
+            "AND datname = current_database()"
         )
         assert await cur.fetchall(), "no fence session to end"
     proc = stack.procs["executor:2"]
