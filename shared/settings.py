@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     nonce_retry_limit: int = Field(default=5, ge=0)
 
     # Akave backend
-    akave_backend: Literal["simulated", "akave", "evm"] = "simulated"
+    # evm: a real EVM chain (`make run` starts anvil); simulated: a stand-in chain in Postgres
+    # (kept for the fault suite and benchmarks until they move to the chain); akave: the SDK
+    akave_backend: Literal["simulated", "akave", "evm"] = "evm"
     akave_node_address: str = "connect.akave.ai:5500"
     akave_private_key: SecretStr | None = None
     akave_private_key_file: Path | None = None
