@@ -1,6 +1,7 @@
 """Two executor processes with one signing key, on a real anvil chain (2 s blocks), real Kafka
 and Postgres: one signs, the other is a standby; SIGKILL of the signer hands the key over
-within 15 s; a lost lock ends the signer; /health shows a paused lane with its balance.
+within 15 s; a lost lock ends the signer; /health shows a paused lane with its balance, and a lane
+nobody publishes as stale.
 
 The witness is the chain: every transaction from the key, its nonce and receipt, and the
 CreateBucket logs per name. The key is one of anvil's public dev keys (public test data).
@@ -243,6 +244,13 @@ async def test_a_signer_that_loses_its_lock_exits_nonzero_and_signs_nothing(
     assert "signer fence lost" in log_text(stack, "executor:2")
     await asyncio.sleep(4)  # two blocks: anything it had signed would be pending or mined
     assert chain.nonce(ADDRESS, "pending") == before
+
+    # nobody publishes the lane now: /health calls it stale (CHAIN_LANE_STATUS_STALE_S = 5)
+    deadline = time.monotonic() + 20
+    while (body := (await client.get("/health")).json())["lanes"][0]["state"] != "stale":
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.5)
+    assert body["status"].startswith("degraded: ") and "stale" in body["status"]
 
     # restarted by its supervisor, it takes the key again and finishes the job
     stack.start("executor:3")
