@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     LOG_FORMAT=json \
-    API_HOST=0.0.0.0
+    API_HOST=0.0.0.0 \
+    METRICS_HOST=0.0.0.0
 
 # The Akave SDK is not on PyPI and needs git to install; only images for AKAVE_BACKEND=akave
 # need it: docker compose build --build-arg INSTALL_AKAVE_SDK=true
@@ -40,6 +41,6 @@ COPY alembic ./alembic
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
 USER gateway
 
-EXPOSE 8000
+EXPOSE 8000 9101 9102 9103
 ENTRYPOINT ["akave-gateway"]
 CMD ["api"]

@@ -14,10 +14,10 @@ import sys
 import time
 from typing import Any
 
-from bench import accept, e2e, executor
+from bench import accept, e2e, executor, metrics_cost
 from bench.infra import OUT, REPO, infra, load
 
-SUITES = ("accept", "e2e", "executor", "replay")
+SUITES = ("accept", "metrics", "e2e", "executor", "replay")
 
 
 def memory(results: dict[str, Any]) -> list[str]:
@@ -59,6 +59,9 @@ def main() -> None:
             workers = tuple(int(w) for w in args.workers.split(","))
             results["accept"] = accept.bench(bench_infra, quick=args.quick, workers=workers)
             print("\n".join(accept.table(results["accept"])), "\n", flush=True)
+        if "metrics" in chosen:
+            results["metrics"] = metrics_cost.bench(bench_infra, quick=args.quick)
+            print("\n".join(metrics_cost.table(results["metrics"])), "\n", flush=True)
         if "e2e" in chosen:
             rates = (200.0,) if args.quick else (50.0, 100.0, 200.0)
             results["e2e"] = e2e.bench(bench_infra, quick=args.quick, rates=rates)

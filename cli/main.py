@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from services.api.api_keys import add_apikey_commands, run_apikey_command
 from shared.errors import InsecureSecretFile
@@ -41,15 +47,40 @@ def _api(settings: Settings) -> None:
     except ApiKeyConfigError as exc:
         raise SystemExit(f"refusing to start: {exc}") from None
 
-    uvicorn.run(
-        "services.api.app:create_app",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=settings.api_workers,
-        log_config=None,
-        access_log=False,
-    )
+    with _metrics_shared_by_workers(settings.api_workers):
+        uvicorn.run(
+            "services.api.app:create_app",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=settings.api_workers,
+            log_config=None,
+            access_log=False,
+        )
+
+
+@contextmanager
+def _metrics_shared_by_workers(workers: int) -> Iterator[None]:
+    """With several workers, a PROMETHEUS_MULTIPROC_DIR they all write their metrics to (and
+    /metrics sums): the one the environment names, emptied first, else a temporary one."""
+    from services.api.http_metrics import MULTIPROC_ENV
+
+    if workers == 1:
+        yield
+        return
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):  # values of an earlier run's processes
+            stale.unlink()
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="akave-api-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    try:
+        yield
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def _topics(settings: Settings) -> None:

@@ -91,7 +91,8 @@ def run_dev(settings: Settings, root: Path = CHECKOUT) -> int:
                 if chain
                 else ""
             )
-            + "Press Ctrl-C to stop.\n",
+            + f"{metrics_lines(settings)}"
+            "Press Ctrl-C to stop.\n",
             flush=True,
         )
         while not stopping:
@@ -144,3 +145,18 @@ def _on_dev_chain(settings: Settings, chain: DevChain) -> tuple[Settings, dict[s
         env["AKAVE_PRIVATE_KEY"] = chain.private_key
         update["akave_private_key"] = SecretStr(chain.private_key)
     return settings.model_copy(update=update), env
+
+
+def metrics_lines(settings: Settings) -> str:
+    """Where each service's Prometheus metrics are (docs/operations.md)."""
+    lines = []
+    if settings.api_metrics:
+        lines.append(f"  metrics  api       http://{settings.api_host}:{settings.api_port}/metrics")
+    for name, port in (
+        ("executor", settings.executor_metrics_port),
+        ("projector", settings.projector_metrics_port),
+        ("notifier", settings.notifier_metrics_port),
+    ):
+        if port:
+            lines.append(f"  metrics  {name:<9} http://{settings.metrics_host}:{port}/metrics")
+    return "".join(line + "\n" for line in lines)

@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     # Benchmarks (bench/): never enable in a deployment
     bench_noop_route: bool = False  # mount POST /bench/noop/buckets (validates, touches nothing)
 
+    # Metrics (Prometheus, docs/operations.md): the API answers /metrics on its own port; the
+    # other services each serve /metrics on a port of their own, 0 = off
+    api_metrics: bool = True  # off: no /metrics and no per-request counting (bench/)
+    metrics_host: str = "127.0.0.1"
+    executor_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    projector_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    notifier_metrics_port: int = Field(default=9103, ge=0, le=65535)
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"

@@ -20,8 +20,14 @@ log = logging.getLogger(__name__)
 
 # Liveness probes and the API's own description need no key (docs/security.md).
 PUBLIC_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+# The docs pages' JavaScript, CSS and icon, served by the gateway itself (no CDN).
+DOCS_ASSETS_URL = "/docs-assets"
 _BEARER = re.compile(r"^Bearer +([A-Za-z0-9\-._~+/]+=*) *$", re.IGNORECASE)
 REALM = 'Bearer realm="akave-gateway"'
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS_URL + "/")
 
 
 class AccessControl:
@@ -31,7 +37,7 @@ class AccessControl:
         self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        protected = scope["type"] in ("http", "websocket") and scope["path"] not in PUBLIC_PATHS
+        protected = scope["type"] in ("http", "websocket") and not _public(scope["path"])
         if not protected or not self.keys.enabled:
             await self.app(scope, receive, send)
             return

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
-from services.api import errors, openapi_docs
-from services.api.access import AccessControl
+from services.api import errors, http_metrics, openapi_docs
+from services.api.access import DOCS_ASSETS_URL, AccessControl
 from services.api.api_keys import load_key_ring
 from services.api.deadline import Deadline
 from services.api.live import JobWatch
@@ -53,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
             await locks.dispose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their assets served from here, not a CDN
+        static_url=DOCS_ASSETS_URL,
         title="Akave Async Gateway",
         version="0.1.0",
         summary="Create Akave buckets as tracked jobs: answer now, do the chain work behind it.",
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.include_router(bench_noop.router)
     install_protections(app, settings)
+    http_metrics.install(app, settings)
     return app
 
 

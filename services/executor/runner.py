@@ -14,6 +14,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from prometheus_client import CollectorRegistry
 
 from services.executor.backends import AkaveBackend, open_backend
 from services.executor.backends.evm import EvmBackend
@@ -23,6 +24,7 @@ from services.executor.lane_status import publish_lane_status
 from services.executor.ledger import PartitionLedger
 from services.executor.scheduler import KeyedScheduler, OffsetTracker
 from services.executor.transactions import TransactionGate
+from shared import metrics
 from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record, SortedBatch
 from shared.db import make_engine
 from shared.events import EventData, new_event
@@ -58,6 +60,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         backend: AkaveBackend,
         consumer: AIOKafkaConsumer,
         appender: Appender,
+        registry: CollectorRegistry,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
@@ -77,6 +80,19 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         self._dead_letters = DeadLetters(
             appender, settings.dead_letter_topic, ConsumerName.EXECUTOR, self.stats
         )
+        self._appended = metrics.counter(metrics.EXECUTOR_EVENTS, registry)
+        in_flight = metrics.gauge(metrics.EXECUTOR_IN_FLIGHT, registry)
+        in_flight.set_function(lambda: self._scheduler.running)
+
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition: the log's end (last fetched high watermark) minus the
+        committed offset, which stays at the lowest unfinished job."""
+        lags = {}
+        for part in list(self._partitions.values()):
+            end = self._consumer.highwater(part.tp)
+            if end is not None:
+                lags[part.tp.partition] = end - part.committed
+        return lags
 
     # Rebalance -------------------------------------------------------------------------------
 
@@ -193,6 +209,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        self._appended.labels(event.type).inc()
         part.ledger.observe(event)
 
     def _backpressure(self) -> None:
@@ -283,13 +300,21 @@ async def _consume(settings: Settings, backend: AkaveBackend, stop: asyncio.Even
         heartbeat_interval_ms=max(1000, settings.executor_session_timeout_ms // 3),
     )
     try:
-        executor = Executor(settings, backend, consumer, appender)
+        registry = CollectorRegistry()
+        executor = Executor(settings, backend, consumer, appender, registry)
+        registry.register(
+            metrics.ConsumeCollector(ConsumerName.EXECUTOR, lambda: executor.stats, executor.lag)
+        )
         consumer.subscribe([settings.bucket_events_topic], listener=executor)
         await consumer.start()
+        stop_metrics = metrics.serve(
+            registry, settings.metrics_host, settings.executor_metrics_port, "executor"
+        )
         try:
             log.info("executor started", extra={"backend": settings.akave_backend})
             await executor.run(stop)
         finally:
+            stop_metrics()
             await consumer.stop()
         log.info(
             "executor stopped",

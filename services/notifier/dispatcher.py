@@ -8,12 +8,14 @@ import logging
 from collections import Counter
 
 import httpx
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notifier import store
 from services.notifier.backoff import Verdict, retry_delay
 from services.notifier.sender import attempt
+from shared import metrics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ class Dispatcher:
         settings: Settings,
         sessions: async_sessionmaker[AsyncSession],
         client: httpx.AsyncClient,
+        registry: CollectorRegistry,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
@@ -34,6 +37,8 @@ class Dispatcher:
         # Longer than any attempt can take, so a live attempt's claim never runs out.
         self._lease_s = settings.webhook_timeout_s * 2 + 1
         self.stats: Counter[str] = Counter()
+        self._attempts = metrics.counter(metrics.WEBHOOK_ATTEMPTS, registry)
+        self._oldest_due = metrics.gauge(metrics.WEBHOOK_OLDEST_DUE, registry)
 
     def wake(self) -> None:
         """New deliveries were recorded: look for due work now instead of at the next poll."""
@@ -73,6 +78,7 @@ class Dispatcher:
     async def _claim(self, free: int) -> list[store.Claimed]:
         try:
             async with self._sessions() as session, session.begin():
+                self._oldest_due.set(await store.oldest_due_age_s(session))
                 return await store.claim_due(
                     session, free, self._lease_s, self._settings.webhook_max_attempts
                 )
@@ -101,6 +107,7 @@ class Dispatcher:
                     wanted = min(outcome.retry_after_s, settings.webhook_retry_max_s)
                     retry_in = max(retry_in, wanted)
         self.stats[status] += 1
+        self._attempts.labels(status).inc()
         log.info(
             "delivery attempt",
             extra={

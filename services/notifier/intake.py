@@ -40,10 +40,21 @@ class Intake:
         self._sessions = sessions
         self._on_recorded = on_recorded
         self.stats = ConsumeStats()
+        self._committed: dict[TopicPartition, int] = {}
         self.deliveries = 0
         self._dead_letters = DeadLetters(
             appender, settings.dead_letter_topic, ConsumerName.NOTIFIER, self.stats
         )
+
+    def lag(self) -> dict[int, int]:
+        """Per assigned partition: the log's end (last fetched high watermark) minus the offset
+        this process last committed there."""
+        lags = {}
+        for tp in list(self._consumer.assignment()):
+            end = self._consumer.highwater(tp)
+            if end is not None and tp in self._committed:
+                lags[tp.partition] = end - self._committed[tp]
+        return lags
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -73,6 +84,7 @@ class Intake:
         offsets = {tp: records[-1].offset + 1 for tp, records in fetched.items()}
         try:
             await self._consumer.commit(offsets)
+            self._committed.update(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took the partition: its new owner re-reads these records, harmlessly.
             log.warning("offset commit failed", extra={"error": str(exc)})

@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from prometheus_client import CollectorRegistry
+
 from services.notifier.dispatcher import Dispatcher
 from services.notifier.intake import Intake
 from services.notifier.sender import make_client
+from shared import metrics
+from shared.consume import ConsumerName
 from shared.db import make_engine, make_sessionmaker
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
@@ -35,9 +39,16 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         heartbeat_interval_ms=max(1000, settings.notifier_session_timeout_ms // 3),
     )
     try:
-        dispatcher = Dispatcher(settings, sessions, client)
+        registry = CollectorRegistry()
+        dispatcher = Dispatcher(settings, sessions, client, registry)
         intake = Intake(settings, consumer, appender, sessions, dispatcher.wake)
+        registry.register(
+            metrics.ConsumeCollector(ConsumerName.NOTIFIER, lambda: intake.stats, intake.lag)
+        )
         await consumer.start()
+        stop_metrics = metrics.serve(
+            registry, settings.metrics_host, settings.notifier_metrics_port, "notifier"
+        )
         try:
             log.info("notifier started", extra={"group": settings.notifier_group_id})
             # One half failing stops the other; the service then restarts both.
@@ -57,6 +68,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             for task in done:
                 task.result()
         finally:
+            stop_metrics()
             await consumer.stop()
         log.info(
             "notifier stopped",

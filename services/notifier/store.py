@@ -94,6 +94,17 @@ class Claimed:
     secret: str
 
 
+async def oldest_due_age_s(session: AsyncSession) -> float:
+    """Seconds the oldest due delivery has waited past its due time (0 when none is due)."""
+    waited = await session.scalar(
+        text(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(next_attempt_at)), 0)"
+            " FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()"
+        )
+    )
+    return float(waited or 0)
+
+
 async def claim_due(
     session: AsyncSession, limit: int, lease_s: float, max_attempts: int
 ) -> list[Claimed]:

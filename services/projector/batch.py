@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,8 @@ class BatchOutcome:
     unapplicable: list[Refused] = field(default_factory=list)
     rewind: dict[int, int] = field(default_factory=dict)
     checkpoints: dict[int, int] = field(default_factory=dict)
+    # each row change as (before, after, the event's time): what the metrics are built from
+    transitions: list[tuple[JobState | None, JobState, datetime]] = field(default_factory=list)
 
 
 async def apply_batch(
@@ -70,6 +73,7 @@ async def apply_batch(
                 outcome.unapplicable.append((record, str(getattr(exc, "orig", exc))))
                 continue
         jobs[event.job_id] = changed[event.job_id] = after
+        outcome.transitions.append((before, after, event.time))
         if after.status is JobStatus.COMPLETED:
             owners[after.bucket_name] = after.job_id
     if not isolate:

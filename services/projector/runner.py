@@ -13,11 +13,14 @@ from collections.abc import Mapping
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.projector import store
 from services.projector.errors import ReadModelAhead
+from services.projector.metrics import ProjectorMetrics
 from services.projector.projection import BATCH_RECORDS, project
+from shared import metrics
 from shared.consume import ConsumerName, ConsumeStats, DeadLetters
 from shared.db import make_engine, make_sessionmaker
 from shared.kafka import Appender, ensure_topics, make_consumer
@@ -53,7 +56,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     sessions = make_sessionmaker(engine)
     consumer = make_consumer(settings, max_partition_fetch_bytes=4 * 1024 * 1024)
     appender = Appender(settings)
+    registry = CollectorRegistry()
+    watch = ProjectorMetrics(registry)
     await consumer.start()
+    stop_metrics = metrics.serve(
+        registry, settings.metrics_host, settings.projector_metrics_port, ConsumerName.PROJECTOR
+    )
     try:
         partitions = [TopicPartition(topic, p) for p in await appender.partitions_for(topic)]
         consumer.assign(partitions)
@@ -64,6 +72,9 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         for tp in partitions:
             consumer.seek(tp, positions.get(tp.partition, 0))
         stats = ConsumeStats()
+        registry.register(
+            metrics.ConsumeCollector(ConsumerName.PROJECTOR, lambda: stats, watch.lags)
+        )
         dead_letters = DeadLetters(
             appender, settings.dead_letter_topic, ConsumerName.PROJECTOR, stats
         )
@@ -72,8 +83,10 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=BATCH_RECORDS)
             records = [r for batch in fetched.values() for r in batch]
+            watch.positions(positions, {tp.partition: consumer.highwater(tp) for tp in partitions})
             if not records:
                 continue
+            batch_started = time.perf_counter()
             try:
                 async with sessions() as session, session.begin():
                     outcome = await project(session, dead_letters, topic, records, positions)
@@ -83,6 +96,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     consumer.seek(tp, positions.get(tp.partition, 0))
                 await wait_or_stop(stop, 1.0)
                 continue
+            watch.committed(outcome, len(records), time.perf_counter() - batch_started)
             positions.update(outcome.checkpoints)
             for partition, offset in outcome.rewind.items():
                 log.info(
@@ -99,6 +113,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             extra={**stats.as_dict(), "applied": applied, "seconds": round(elapsed, 3)},
         )
     finally:
+        stop_metrics()
         await consumer.stop()
         await appender.stop()
         await engine.dispose()

@@ -36,7 +36,7 @@ STACK_SETTINGS = {
     "api_rate_limit_per_s": 1000.0,
     "api_rate_limit_burst": 1000,
 }
-PUBLIC = ("/health", "/openapi.json", "/docs", "/redoc")
+PUBLIC = ("/health", "/openapi.json", "/docs", "/redoc", "/docs-assets/swagger-ui-bundle.js")
 
 
 # Configuration --------------------------------------------------------------------------------
@@ -227,6 +227,13 @@ async def test_public_paths_need_no_key(stack: Stack) -> None:
         for path in PUBLIC:
             response = await client.get(path)
             assert response.status_code == 200, (path, response.text)
+
+
+async def test_metrics_need_a_key_like_every_route(stack: Stack) -> None:
+    async with stack.client() as client:
+        assert (await client.get("/metrics")).status_code == 401
+        read = await client.get("/metrics", headers={"Authorization": f"Bearer {READER}"})
+        assert read.status_code == 200 and "akave_http_requests_total" in read.text
 
 
 async def test_a_write_key_creates_and_reads(stack: Stack) -> None:
