@@ -111,6 +111,7 @@ def infra() -> Iterator[Infra]:
             database_url=url,
             kafka_bootstrap_servers=broker.bootstrap_servers,
             topic_partitions=3,
+            akave_backend="simulated",  # these benchmarks measure the gateway, not a chain
             log_level="WARNING",
         )
         log_dir = OUT / "logs"

@@ -103,6 +103,7 @@ def scenario_settings(infra: Infra, options: Options, name: str) -> Settings:
     base = Settings(
         _env_file=None,
         database_url=url,
+        akave_backend="simulated",  # the fault suite still witnesses on the simulated chain
         sim_database_url=create_database(infra.chain.admin_url, db_name),
         kafka_bootstrap_servers=infra.kafka.bootstrap_servers,
         topic_partitions=3,

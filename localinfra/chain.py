@@ -22,6 +22,9 @@ from shared import storage_contract
 
 DEV_BLOCK_TIME_S = 2.0
 DEV_PORT = 8545
+# anvil writes its state this often (and on a clean stop): a hard kill loses at most this much
+# chain, which `make run` then reports as the chain behind the log (localinfra/chain_behind.py)
+DEV_STATE_INTERVAL_S = 1
 DEPLOYER = DEV_ACCOUNTS[-1][0]  # anvil unlocks its dev accounts: eth_sendTransaction signs
 # The signer is topped up to this when below half of it (anvil starts it with 10,000 ETH).
 DEV_BALANCE_WEI = 10_000 * 10**18
@@ -50,6 +53,7 @@ def ensure_dev_chain(
         port=port,
         block_time=block_time,
         state_file=Path(repo_root).resolve() / ".local" / "anvil" / "dev" / "state.json",
+        state_interval=DEV_STATE_INTERVAL_S,
     )
     chain.start()
     try:

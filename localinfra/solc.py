@@ -1,6 +1,6 @@
 """Compile our development Storage contract with the pinned solcjs from npm.
 
-    python -m localinfra.solc            # rewrite contracts/evm/Storage.json from Storage.sol
+    python -m localinfra.solc            # rewrite shared/storage_contract.json from Storage.sol
     python -m localinfra.solc --check    # fail (exit 1) when the committed artifact drifted
 
 The artifact holds the ABI, the init bytecode, the compiler's exact version, the settings and
@@ -31,7 +31,7 @@ SETTINGS: dict[str, Any] = {
 }
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "contracts" / "evm" / f"{CONTRACT}.sol"
-ARTIFACT = SOURCE.with_suffix(".json")
+ARTIFACT = REPO / "shared" / "storage_contract.json"  # package data: the executor reads it
 
 
 class SolcError(RuntimeError):

@@ -5,7 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -111,3 +122,20 @@ class WebhookDelivery(Base):
         ),
         Index("ix_webhook_deliveries_subscription", "subscription_id", "created_at", "id"),
     )
+
+
+class SignerLane(Base):
+    """One signing key's lane as the executor holding its fence last published it (for
+    /health): upserted every CHAIN_LANE_STATUS_INTERVAL_S; an old `updated_at` means stale."""
+
+    __tablename__ = "signer_lanes"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    next_nonce: Mapped[int | None] = mapped_column(BigInteger)
+    in_flight: Mapped[int] = mapped_column(Integer, nullable=False)
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    balance_wei: Mapped[int | None] = mapped_column(Numeric(78, 0))
+    executor: Mapped[str] = mapped_column(String(255), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     nonce_retry_limit: int = Field(default=5, ge=0)
 
     # Akave backend
-    akave_backend: Literal["simulated", "akave", "evm"] = "simulated"
+    # evm: a real EVM chain (`make run` starts anvil); simulated: a stand-in chain in Postgres
+    # (kept for the fault suite and benchmarks until they move to the chain); akave: the SDK
+    akave_backend: Literal["simulated", "akave", "evm"] = "evm"
     akave_node_address: str = "connect.akave.ai:5500"
     akave_private_key: SecretStr | None = None
     akave_private_key_file: Path | None = None
@@ -93,6 +95,13 @@ class Settings(BaseSettings):
     chain_create_gas: int = Field(default=300_000, ge=21_000)
     chain_poll_interval_s: float = Field(default=0.5, gt=0)
     chain_rpc_timeout_s: float = Field(default=10.0, gt=0)
+    # One signer per key across executors (chain/fence.py): Postgres advisory locks, checked
+    # before each signing with this timeout, and every `watch` seconds while idle
+    chain_fence_check_timeout_s: float = Field(default=2.0, gt=0)
+    chain_fence_watch_s: float = Field(default=2.0, gt=0)
+    # Lane status for /health: published this often; older than `stale` means stale
+    chain_lane_status_interval_s: float = Field(default=2.0, gt=0)
+    chain_lane_status_stale_s: float = Field(default=30.0, gt=0)
 
     # Simulated chain (AKAVE_BACKEND=simulated)
     sim_owner: str = "simulated-owner"

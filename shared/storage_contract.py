@@ -1,4 +1,5 @@
-"""Our development Storage contract's compiled artifact (`contracts/evm/Storage.json`).
+"""Our development Storage contract's compiled artifact (`shared/storage_contract.json`, built
+from `contracts/evm/Storage.sol`; package data, so the installed gateway and its image have it).
 
 One artifact for everyone: the executor's chain backend reads the ABI (Akave's Storage has the
 same ABI for every call we make, so it serves Akave's network too), localinfra reads the
@@ -12,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-ARTIFACT = Path(__file__).resolve().parent.parent / "contracts" / "evm" / "Storage.json"
+ARTIFACT = Path(__file__).resolve().with_suffix(".json")
 # The custom error a second createBucket of the same name by the same owner reverts with.
 BUCKET_ALREADY_EXISTS = bytes.fromhex("497ef2c2")
 

@@ -113,6 +113,7 @@ def base_settings(kafka_bootstrap: str, database_url: str) -> Settings:
         topic_partitions=3,
         retry_delay_s=2.0,
         sim_latency_ms=50,
+        akave_backend="simulated",  # tests on the chain set "evm" (tests/chain/)
         executor_session_timeout_ms=6000,
         log_level="INFO",
     )

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -100,6 +101,20 @@ class ReadModel:
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name}
         )
+
+    @bounded
+    async def signer_lanes(self) -> list[Any]:
+        """Every published signer lane, with its age in seconds at the database's clock."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                text(
+                    "SELECT chain_id, address, next_nonce, in_flight, paused, reason, "
+                    "balance_wei, updated_at, "
+                    "extract(epoch FROM now() - updated_at)::float8 AS age_s "
+                    "FROM signer_lanes ORDER BY chain_id, address"
+                )
+            )
+            return list(result.all())
 
     @bounded
     async def _completed(

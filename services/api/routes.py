@@ -19,8 +19,17 @@ from services.api.deps import (
     json_body,
 )
 from services.api.errors import LogUnavailable
+from services.api.lane_health import degraded, lane_health
 from services.api.read_your_writes import find_job
-from services.api.schemas import BucketPage, CreateBucket, Health, Job, JobAccepted, Problem
+from services.api.schemas import (
+    BucketPage,
+    CreateBucket,
+    Health,
+    Job,
+    JobAccepted,
+    Problem,
+    SignerLaneHealth,
+)
 
 router = APIRouter()
 
@@ -104,8 +113,10 @@ async def list_buckets(
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(event_log: EventLog, reads: Reads, config: Config) -> JSONResponse:
     checks = {"database": "ok", "log": "ok"}
+    lanes: list[SignerLaneHealth] = []
     try:
         await reads.ping()
+        lanes = lane_health(await reads.signer_lanes(), config.chain_lane_status_stale_s)
     except Exception:  # any failure means "down" here; the reason is in the logs
         checks["database"] = "down"
     try:
@@ -113,7 +124,9 @@ async def health(event_log: EventLog, reads: Reads, config: Config) -> JSONRespo
     except LogUnavailable:
         checks["log"] = "down"
     down = [name for name, state in checks.items() if state != "ok"]
-    body = Health(status="down: " + ", ".join(down) if down else "ok", checks=checks)
+    lagging = degraded(lanes)
+    said = "down: " + ", ".join(down) if down else "degraded: " + "; ".join(lagging)
+    body = Health(status=said if down or lagging else "ok", checks=checks, lanes=lanes)
     code = status.HTTP_503_SERVICE_UNAVAILABLE if down else status.HTTP_200_OK
     headers = {"Retry-After": str(config.retry_after_s)} if down else None
-    return JSONResponse(body.model_dump(), status_code=code, headers=headers)
+    return JSONResponse(body.model_dump(mode="json"), status_code=code, headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -62,9 +63,24 @@ class BucketPage(BaseModel):
     )
 
 
+class SignerLaneHealth(BaseModel):
+    """One signing key's lane as its executor last published it (AKAVE_BACKEND=evm)."""
+
+    chain_id: int
+    address: str
+    state: Literal["ok", "paused", "stale"]
+    next_nonce: int | None
+    in_flight: int
+    reason: str | None = Field(description="why the lane is paused (the node's refusal)")
+    balance_wei: str | None = Field(description="decimal string: wei exceed JSON's safe integers")
+    updated_at: datetime
+    age_s: float = Field(description="seconds since the executor last published this lane")
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, str]
+    lanes: list[SignerLaneHealth] = []
 
 
 class Problem(BaseModel):

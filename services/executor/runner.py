@@ -20,12 +20,16 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from prometheus_client import CollectorRegistry
 
 from services.executor.backends import AkaveBackend, open_backend
+from services.executor.backends.evm import EvmBackend
+from services.executor.chain.fence import UNFENCED, SignerFence
 from services.executor.job import Job, JobRunner
+from services.executor.lane_status import publish_lane_status
 from services.executor.ledger import PartitionLedger
 from services.executor.scheduler import KeyedScheduler, OffsetTracker
 from services.executor.transactions import TransactionGate
 from shared import metrics
 from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record, SortedBatch
+from shared.db import make_engine
 from shared.events import EventData, new_event
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
@@ -254,9 +258,60 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 part.committed = offsets[part.tp]
 
 
+class SignerFenceLost(RuntimeError):
+    """Another executor may hold our signing keys now: this one must restart, as a standby."""
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """With the evm backend, the signer locks of the whole key pool come first: a standby
+    waits for them before it joins the consumer group (chain/fence.py)."""
     await ensure_topics(settings)
-    backend = await open_backend(settings)
+    fence = (
+        SignerFence(settings.database_url, settings.chain_fence_check_timeout_s)
+        if settings.akave_backend == "evm"
+        else None
+    )
+    backend = await open_backend(settings, fence or UNFENCED)
+    halt = asyncio.Event()
+    helpers: list[asyncio.Task[None]] = [asyncio.create_task(_set_when(stop, halt))]
+    engine = make_engine(settings, pool_size=1, max_overflow=0) if fence else None
+    try:
+        if fence is not None and engine is not None:
+            assert isinstance(backend, EvmBackend)
+            if not await fence.acquire(backend.chain_id, backend.signers, stop):
+                return
+            helpers += [
+                asyncio.create_task(_set_when(fence.lost, halt)),
+                asyncio.create_task(fence.watch(settings.chain_fence_watch_s)),
+                asyncio.create_task(
+                    publish_lane_status(
+                        engine,
+                        backend.chain_id,
+                        backend.status,
+                        settings.chain_lane_status_interval_s,
+                    )
+                ),
+            ]
+        await _consume(settings, backend, halt)
+    finally:
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        await backend.close()
+        if fence is not None:
+            await fence.close()
+        if engine is not None:
+            await engine.dispose()
+    if fence is not None and fence.lost.is_set():
+        raise SignerFenceLost("the signer fence was lost; exiting so a supervisor restarts us")
+
+
+async def _set_when(event: asyncio.Event, then: asyncio.Event) -> None:
+    await event.wait()
+    then.set()
+
+
+async def _consume(settings: Settings, backend: AkaveBackend, stop: asyncio.Event) -> None:
     appender = Appender(settings)
     consumer = make_consumer(
         settings,
@@ -287,4 +342,3 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         )
     finally:
         await appender.stop()
-        await backend.close()

@@ -76,7 +76,7 @@ AKAVE_CONTRACTS = Path(
 
 @pytest.fixture(scope="session")
 def storage_address(anvil_chain: LocalAnvil) -> str:
-    """Our Storage contract (contracts/evm/Storage.json), deployed on the session chain."""
+    """Our Storage contract (shared/storage_contract.json), deployed on the session chain."""
     return deploy_storage(anvil_chain)
 
 

@@ -154,7 +154,7 @@ def test_delete(storage: Storage) -> None:
 def test_the_committed_artifact_is_what_the_source_compiles_to() -> None:
     committed = json.loads(solc.ARTIFACT.read_text())
     assert solc.render(solc.build()) == solc.ARTIFACT.read_text(), (
-        "contracts/evm/Storage.json is out of date: run python -m localinfra.solc"
+        "shared/storage_contract.json is out of date: run python -m localinfra.solc"
     )
     assert committed["compiler"].startswith(f"solcjs {solc.SOLC_VERSION}+")
     assert committed["abi"] == storage_contract.abi()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from services.executor.backends.base import AkaveBackend
+from services.executor.chain.fence import UNFENCED, Fence
 from shared.settings import Settings
 
 __all__ = ["AkaveBackend", "open_backend"]  # AkaveBackend: the type open_backend returns
 
 
-async def open_backend(settings: Settings) -> AkaveBackend:
-    """The backend AKAVE_BACKEND names, ready to use; the caller must `close()` it."""
+async def open_backend(settings: Settings, fence: Fence = UNFENCED) -> AkaveBackend:
+    """The backend AKAVE_BACKEND names, ready to use; the caller must `close()` it. `fence`
+    guards the evm backend's signing (the other backends sign through their own nodes)."""
     if settings.akave_backend == "akave":
         from services.executor.backends.akave_sdk import AkaveSdkBackend
 
@@ -17,7 +19,7 @@ async def open_backend(settings: Settings) -> AkaveBackend:
     if settings.akave_backend == "evm":
         from services.executor.backends.evm import EvmBackend
 
-        return await EvmBackend.open(settings)
+        return await EvmBackend.open(settings, fence)
     from services.executor.backends.simulated import SimulatedChain
 
     return await SimulatedChain.open(settings)

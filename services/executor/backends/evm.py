@@ -24,6 +24,7 @@ from eth_utils.address import to_checksum_address
 
 from services.executor.backends.base import ChainBucket, CreatedBucket
 from services.executor.chain import reverts
+from services.executor.chain.fence import UNFENCED, Fence
 from services.executor.chain.keys import SigningKey, key_for, keys_from_settings
 from services.executor.chain.lane import LaneConfig
 from services.executor.chain.manager import TransactionManager
@@ -63,14 +64,18 @@ async def _unrecorded(attempt: Attempt) -> None:
 class EvmBackend:
     """`AkaveBackend` on an EVM chain; build it with `open(settings)`, then `close()` it."""
 
-    def __init__(self, rpc: JsonRpc, manager: TransactionManager, contract: str) -> None:
+    def __init__(
+        self, rpc: JsonRpc, manager: TransactionManager, contract: str, chain_id: int
+    ) -> None:
         self._rpc = rpc
         self.manager = manager
+        self.chain_id = chain_id
         self._contract = to_checksum_address(contract)
         self._closing: asyncio.Future[None] | None = None
 
     @classmethod
-    async def open(cls, settings: Settings) -> EvmBackend:
+    async def open(cls, settings: Settings, fence: Fence = UNFENCED) -> EvmBackend:
+        """`fence` is verified before every signing (one signer per key across processes)."""
         try:
             keys = keys_from_settings(settings)
         except (OSError, ValueError) as exc:
@@ -95,12 +100,16 @@ class EvmBackend:
             insufficient_funds_wait_s=settings.chain_insufficient_funds_wait_s,
             create_gas=settings.chain_create_gas,
         )
-        manager = TransactionManager(rpc, keys, config, settings.chain_poll_interval_s)
+        manager = TransactionManager(rpc, keys, config, settings.chain_poll_interval_s, fence)
         await manager.start()
-        return cls(rpc, manager, settings.chain_contract_address)
+        return cls(rpc, manager, settings.chain_contract_address, chain_id)
 
     def __repr__(self) -> str:
         return f"EvmBackend(rpc={self._rpc.url!r}, contract={self._contract})"
+
+    @property
+    def signers(self) -> list[str]:
+        return [key.address for key in self.manager.keys]
 
     def status(self) -> list[LaneStatus]:
         return self.manager.status()

@@ -19,8 +19,9 @@ Rules (notes/evm-chain.md, "What the best transaction managers agree on"):
   the lane resumes on the first block where the balance covers them. Creates that were never
   accepted by the node fail with `insufficient_funds` only after `insufficient_funds_wait_s`.
 
-A fence check (one signer per key across processes) belongs right before each signing: in
-`_allocate_and_sign` and `_replace`.
+- One signer per key across processes: `fence.verify()` comes right before each signing (a
+  create, a replacement, a gap filler), with no await between it and the signature; a lane
+  whose fence is lost waits there forever and signs nothing more (chain/fence.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from eth_utils.address import to_checksum_address
 
 from services.executor.chain import fees as fee_rules
 from services.executor.chain import reverts
+from services.executor.chain.fence import UNFENCED, Fence
 from services.executor.chain.keys import SigningKey
 from services.executor.chain.records import (
     CREATE,
@@ -123,8 +125,16 @@ class _Snapshot:
 
 
 class Lane:
-    def __init__(self, key: SigningKey, rpc: JsonRpc, head: Head, config: LaneConfig) -> None:
+    def __init__(
+        self,
+        key: SigningKey,
+        rpc: JsonRpc,
+        head: Head,
+        config: LaneConfig,
+        fence: Fence = UNFENCED,
+    ) -> None:
         self.key = key
+        self._fence = fence
         self.address = key.address
         self._rpc = rpc
         self._head = head
@@ -264,6 +274,7 @@ class Lane:
         try:
             base_fee = await self._base_fee()
             offer = fee_rules.first_offer(base_fee, self._head.tip, self._config.fee_cap_wei)
+            await self._fence.verify()
             return self._sign(nonce, name, offer)
         except BaseException:
             self._reserved.discard(nonce)
@@ -416,6 +427,8 @@ class Lane:
             action = self._step(tx, receipt_of.get(id(tx)), mined_count, id(tx) in pooled)
             if action is not None:
                 self._start(tx, action)
+        if self._holes(pending_count, mined_count):
+            await self._fence.verify()
         for tx in self._fill_gaps(pending_count, mined_count):
             self._start(tx, self._send(tx, tx.attempts[-1]))
 
@@ -499,6 +512,7 @@ class Lane:
         if offer is None:  # at the cap: keep the same bytes in front of the node
             await self._send(tx, last)
             return
+        await self._fence.verify()
         attempt = self._sign(tx.nonce, last.bucket_name, offer)
         if tx.create is not None:
             try:
@@ -603,16 +617,19 @@ class Lane:
             if not tx.create.nonces and not tx.create.future.done():
                 tx.create.future.set_result(self._refusal())
 
-    def _fill_gaps(self, pending_count: int, mined_count: int) -> list[InFlight]:
-        """Self-transfers, signed and tracked, for the nonces below our lowest in flight that
-        nobody holds (a create refused or never recorded); the caller sends them."""
+    def _holes(self, pending_count: int, mined_count: int) -> list[int]:
         waiting = [n for n, tx in self._txs.items() if tx.mined is None]
         if not waiting or self._paused_since is not None:
             return []
         start = max(pending_count, mined_count)
-        holes = [
+        return [
             n for n in range(start, min(waiting)) if n not in self._reserved and n not in self._txs
         ]
+
+    def _fill_gaps(self, pending_count: int, mined_count: int) -> list[InFlight]:
+        """Self-transfers, signed and tracked, for the nonces below our lowest in flight that
+        nobody holds (a create refused or never recorded); the caller sends them."""
+        holes = self._holes(pending_count, mined_count)
         offer = fee_rules.first_offer(
             self._head.base_fee or 0, self._head.tip, self._config.fee_cap_wei
         )

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from services.executor.chain.fence import UNFENCED, Fence
 from services.executor.chain.keys import SigningKey, key_for
 from services.executor.chain.lane import Head, Lane, LaneConfig
 from services.executor.chain.records import Attempt, Journal, LaneStatus, Outcome
@@ -30,6 +31,7 @@ class TransactionManager:
         keys: Sequence[SigningKey],
         config: LaneConfig,
         poll_interval_s: float = 0.5,
+        fence: Fence = UNFENCED,
     ) -> None:
         if not keys:
             raise ValueError("the transaction manager needs at least one signing key")
@@ -38,7 +40,7 @@ class TransactionManager:
         self._config = config
         self._poll = poll_interval_s
         self.head = Head()
-        self._lanes = {key.address: Lane(key, rpc, self.head, config) for key in self._keys}
+        self._lanes = {key.address: Lane(key, rpc, self.head, config, fence) for key in self._keys}
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -1,0 +1,257 @@
+"""Two executor processes with one signing key, on a real anvil chain (2 s blocks), real Kafka
+and Postgres: one signs, the other is a standby; SIGKILL of the signer hands the key over
+within 15 s; a lost lock ends the signer; /health shows a paused lane with its balance, and a lane
+nobody publishes as stale.
+
+The witness is the chain: every transaction from the key, its nonce and receipt, and the
+CreateBucket logs per name. The key is one of anvil's public dev keys (public test data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from localinfra.anvil import LocalAnvil
+from localinfra.chain import deploy_storage
+from localinfra.dev_keys import DEV_ACCOUNTS
+from services.executor.chain import reverts
+from services.executor.chain.fence import libpq_url
+from shared.settings import Settings
+from tests.chain.fixtures import _discard, _new_chain
+from tests.support.stack import Stack, unique_name
+
+pytestmark = pytest.mark.slow
+ADDRESS, KEY = DEV_ACCOUNTS[5]
+TAKEOVER_LIMIT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[LocalAnvil]:
+    anvil = _new_chain(block_time=2.0)
+    anvil.start()
+    try:
+        yield anvil
+    finally:
+        _discard(anvil)
+
+
+@pytest.fixture(scope="module")
+def contract(chain: LocalAnvil) -> str:
+    return deploy_storage(chain)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    stack_settings: Settings,
+    chain: LocalAnvil,
+    contract: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stack]:
+    """projector + api + two executors with one key; `executor` signs, `executor:2` waits."""
+    settings = stack_settings.model_copy(
+        update={
+            "akave_backend": "evm",
+            "chain_rpc_url": chain.rpc_url,
+            "chain_contract_address": contract,
+            "chain_id": chain.chain_id,
+            "akave_private_key": SecretStr(KEY),
+            "executor_session_timeout_ms": 10_000,  # the default: it bounds the handover
+            "chain_lane_status_interval_s": 0.5,
+            "chain_lane_status_stale_s": 5.0,
+        }
+    )
+    running = Stack(settings, tmp_path_factory.mktemp("fencing"))
+    try:
+        running.start("projector", "executor")
+        wait_for_log(running, "executor", "this executor signs")
+        running.start("executor:2", "api")
+        wait_for_log(running, "executor:2", "standby")
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with stack.client() as http:
+        yield http
+
+
+def log_text(stack: Stack, name: str) -> str:
+    path: Path = stack.log_dir / f"{name}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_for_log(stack: Stack, name: str, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log_text(stack, name):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} never logged {text!r}:\n{stack.logs()}")
+        stack.assert_alive()
+        time.sleep(0.2)
+
+
+def our_transactions(chain: LocalAnvil) -> list[dict[str, Any]]:
+    """Every mined transaction sent by ADDRESS, with its receipt, in chain order."""
+    found = []
+    for number in range(chain.block_number() + 1):
+        block = chain.rpc("eth_getBlockByNumber", hex(number), True)
+        for tx in block["transactions"]:
+            if tx["from"].lower() == ADDRESS.lower():
+                tx["receipt"] = chain.rpc("eth_getTransactionReceipt", tx["hash"])
+                found.append(tx)
+    return found
+
+
+def creates_per_name(transactions: list[dict[str, Any]]) -> Counter[str]:
+    """CreateBucket logs of our transactions, counted per bucket name (from the calldata)."""
+    from eth_abi.abi import decode
+
+    counts: Counter[str] = Counter()
+    for tx in transactions:
+        logs = tx["receipt"]["logs"]
+        if any(e["topics"][0].lower() == reverts.CREATE_BUCKET_TOPIC for e in logs):
+            (name,) = decode(["string"], bytes.fromhex(tx["input"][10:]))
+            counts[name] += 1
+    return counts
+
+
+def assert_clean(chain: LocalAnvil, names: list[str]) -> None:
+    """No nonce used twice, nothing reverted, exactly one CreateBucket per name."""
+    transactions = our_transactions(chain)
+    nonces = [int(tx["nonce"], 16) for tx in transactions]
+    assert len(nonces) == len(set(nonces))
+    assert nonces == list(range(len(nonces))), "a nonce gap or a filler: two signers collided"
+    reverted = [tx["hash"] for tx in transactions if int(tx["receipt"]["status"], 16) != 1]
+    assert reverted == []
+    counts = creates_per_name(transactions)
+    assert {name: counts[name] for name in names} == dict.fromkeys(names, 1)
+    assert len(transactions) == sum(counts.values()), "a transaction that created nothing"
+
+
+async def submit(client: httpx.AsyncClient, names: list[str]) -> list[str]:
+    ids = []
+    for name in names:
+        response = await client.post("/buckets", json={"bucket_name": name})
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["job_id"])
+    return ids
+
+
+async def complete(stack: Stack, client: httpx.AsyncClient, ids: list[str]) -> None:
+    jobs = await asyncio.gather(*(stack.wait_terminal(client, i, timeout=120) for i in ids))
+    assert [job["status"] for job in jobs] == ["completed"] * len(ids), jobs
+
+
+async def test_two_executors_with_one_key_never_collide(
+    stack: Stack, client: httpx.AsyncClient, chain: LocalAnvil
+) -> None:
+    names = [unique_name("fence") for _ in range(20)]
+    await complete(stack, client, await submit(client, names))
+    assert_clean(chain, names)
+    assert "signer locks held" not in log_text(stack, "executor:2")
+
+
+async def test_health_shows_a_paused_lane_with_its_balance_and_recovers(
+    stack: Stack, client: httpx.AsyncClient, chain: LocalAnvil
+) -> None:
+    health = (await client.get("/health")).json()
+    assert health["status"] == "ok", health
+    assert [lane["address"] for lane in health["lanes"]] == [ADDRESS]
+
+    balance = chain.balance(ADDRESS)
+    chain.set_balance(ADDRESS, 0)
+    try:
+        (job_id,) = await submit(client, [unique_name("broke")])
+        deadline = time.monotonic() + 30
+        while True:
+            response = await client.get("/health")
+            body = response.json()
+            (lane,) = body["lanes"]
+            # the balance is the one read at the latest block: 0 within a block of the pause
+            if lane["state"] == "paused" and lane["balance_wei"] == "0":
+                break
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.5)
+        assert response.status_code == 200
+        assert body["status"].startswith("degraded: ") and ADDRESS in body["status"]
+        assert lane["reason"]
+    finally:
+        chain.set_balance(ADDRESS, balance)
+    await complete(stack, client, [job_id])
+    deadline = time.monotonic() + 30
+    while (body := (await client.get("/health")).json())["status"] != "ok":
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.5)
+    assert body["lanes"][0]["state"] == "ok"
+
+
+async def test_the_standby_signs_within_15_s_of_the_holders_sigkill(
+    stack: Stack, client: httpx.AsyncClient, chain: LocalAnvil
+) -> None:
+    before = chain.nonce(ADDRESS, "pending")
+    stack.kill("executor")
+    killed = time.monotonic()
+    names = [unique_name("after-kill") for _ in range(5)]
+    ids = await submit(client, names)
+    while chain.nonce(ADDRESS, "pending") == before:
+        took = time.monotonic() - killed
+        assert took < TAKEOVER_LIMIT_S + 5, f"no transaction {took:.1f} s after the kill"
+        await asyncio.sleep(0.1)
+    took = time.monotonic() - killed
+    print(f"takeover: the standby's first transaction {took:.2f} s after SIGKILL")
+    assert took <= TAKEOVER_LIMIT_S
+    await complete(stack, client, ids)
+    assert "signer locks held" in log_text(stack, "executor:2")
+    transactions = our_transactions(chain)
+    assert len({int(tx["nonce"], 16) for tx in transactions}) == len(transactions)
+    assert all(int(tx["receipt"]["status"], 16) == 1 for tx in transactions)
+    counts = creates_per_name(transactions)
+    assert {name: counts[name] for name in names} == dict.fromkeys(names, 1)
+
+    # the old holder is gone: its lane stays fresh, published by the new one
+    lanes = (await client.get("/health")).json()["lanes"]
+    assert [lane["state"] for lane in lanes] == ["ok"]
+
+
+async def test_a_signer_that_loses_its_lock_exits_nonzero_and_signs_nothing(
+    stack: Stack, client: httpx.AsyncClient, chain: LocalAnvil
+) -> None:
+    before = chain.nonce(ADDRESS, "pending")
+    url = libpq_url(stack.settings.database_url)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'akave-executor-signer-fence' "
+            "AND datname = current_database()"
+        )
+        assert await cur.fetchall(), "no fence session to end"
+    proc = stack.procs["executor:2"]
+    ids = await submit(client, [unique_name("fenced")])
+    code = await asyncio.to_thread(proc.wait, 30)
+    assert code != 0
+    stack.procs.pop("executor:2")
+    assert "signer fence lost" in log_text(stack, "executor:2")
+    await asyncio.sleep(4)  # two blocks: anything it had signed would be pending or mined
+    assert chain.nonce(ADDRESS, "pending") == before
+
+    # nobody publishes the lane now: /health calls it stale (CHAIN_LANE_STATUS_STALE_S = 5)
+    deadline = time.monotonic() + 20
+    while (body := (await client.get("/health")).json())["lanes"][0]["state"] != "stale":
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.5)
+    assert body["status"].startswith("degraded: ") and "stale" in body["status"]
+
+    # restarted by its supervisor, it takes the key again and finishes the job
+    stack.start("executor:3")
+    await complete(stack, client, ids)
