@@ -20,7 +20,7 @@ from shared.kafka import make_consumer
 from shared.settings import Settings
 
 
-async def _stages(settings: Settings, jobs: dict[str, list[float]]) -> dict[str, Any]:
+async def stages(settings: Settings, jobs: dict[str, list[float]]) -> dict[str, Any]:
     """Split each completed job's latency by the log's record times (producer clocks, ms):
     due -> request appended (api), -> processing appended and -> created appended (executor),
     -> seen completed in bucket_jobs (projector, plus at most one 5 ms poll)."""
@@ -94,7 +94,7 @@ def one_rate(infra: Infra, *, quick: bool, rate: float, concurrency: int) -> dic
         figures = run.open_loop(
             services.base_url + "/buckets", rate, seconds, "e2e", complete_dsn=dsn, dump_jobs=True
         )
-        figures["stages"] = asyncio.run(_stages(settings, figures.pop("jobs", {})))
+        figures["stages"] = asyncio.run(stages(settings, figures.pop("jobs", {})))
         cpu1 = services.cpu()
         kafka1 = _kafka_cpu(infra)
         services.sample_rss()
