@@ -38,6 +38,9 @@ from bench.infra import OUT, REPO, Infra, Services, cpu_seconds, infra, load
 from localinfra.anvil import LocalAnvil
 from localinfra.chain import DEPLOYER, deploy_storage
 from localinfra.dev_keys import DEV_ACCOUNTS
+from services.executor.backends.evm import EvmBackend
+from services.executor.chain.records import Attempt
+from shared.settings import Settings
 
 BLOCK_TIME_S = 2.0
 BLOCK_GAS = 30_000_000
@@ -107,23 +110,24 @@ def target(in_flight: int, keys: int) -> tuple[float, str]:
 
 
 def _blocks(anvil: LocalAnvil, first: int, last: int, ours: set[str]) -> dict[str, Any]:
-    """Our transactions per block and the block gas they claimed (gas limits) and used."""
-    per_block: list[tuple[int, int, int]] = []  # (our txs, gas limits of all txs, gas used)
+    """Our transactions per block and the block gas used (anvil packs a block by gas used,
+    not by the transactions' gas limits), and the base fee they paid at the most."""
+    per_block: list[tuple[int, int, int]] = []  # (our txs, gas used, base fee)
     for number in range(first, last + 1):
         block = anvil.rpc("eth_getBlockByNumber", hex(number), True)
-        txs = block["transactions"]
-        mine = sum(1 for tx in txs if tx["from"].lower() in ours)
-        claimed = sum(int(tx["gas"], 16) for tx in txs)
-        per_block.append((mine, claimed, int(block["gasUsed"], 16)))
-    with_ours = [i for i, (mine, _c, _u) in enumerate(per_block) if mine]
-    mined = sum(mine for mine, _c, _u in per_block)
+        mine = sum(1 for tx in block["transactions"] if tx["from"].lower() in ours)
+        fee = int(block.get("baseFeePerGas", "0x0"), 16)
+        per_block.append((mine, int(block["gasUsed"], 16), fee))
+    with_ours = [i for i, (mine, _u, _f) in enumerate(per_block) if mine]
+    mined = sum(mine for mine, _u, _f in per_block)
     span = (with_ours[-1] - with_ours[0] + 1) if with_ours else 0
     return {
         "blocks": len(per_block),
         "our_txs": mined,
-        "max_our_txs_per_block": max((m for m, _c, _u in per_block), default=0),
-        "max_gas_claimed_share": max((c for _m, c, _u in per_block), default=0) / BLOCK_GAS,
-        "max_gas_used_share": max((u for _m, _c, u in per_block), default=0) / BLOCK_GAS,
+        "max_our_txs_per_block": max((m for m, _u, _f in per_block), default=0),
+        "max_gas_used_share": max((u for _m, u, _f in per_block), default=0) / BLOCK_GAS,
+        "gas_per_tx": sum(u for _m, u, _f in per_block) / mined if mined else 0.0,
+        "max_base_fee_gwei": max((f for _m, _u, f in per_block), default=0) / 1e9,
         "mined_per_s": mined / (span * BLOCK_TIME_S) if span else 0.0,
     }
 
@@ -140,11 +144,8 @@ def _throughput(jobs: dict[str, list[float]]) -> float:
 def _limit(r: dict[str, Any]) -> str:
     """What the measurements say held this run back (first match, most specific first)."""
     blocks, stage = r["blocks"], r.get("stages", {})
-    if blocks["max_gas_claimed_share"] >= 0.9:
-        return (
-            f"block gas: the creates' gas limits (CHAIN_CREATE_GAS) filled "
-            f"{blocks['max_gas_claimed_share']:.0%} of a block"
-        )
+    if blocks["max_gas_used_share"] >= 0.9:
+        return f"block gas ({blocks['max_gas_used_share']:.0%} of a block used)"
     if r["executor_cpu_share"] >= 0.85:
         return f"executor CPU ({r['executor_cpu_share']:.0%} of a core)"
     if r["achieved_rate"] < 0.9 * r["offered_rate"]:
@@ -229,6 +230,73 @@ def one_run(
     return figures
 
 
+async def _manager_creates(settings: Settings, names: list[str]) -> dict[str, Any]:
+    backend = await EvmBackend.open(settings)
+    recorded: list[Attempt] = []
+
+    async def journal(attempt: Attempt) -> None:
+        recorded.append(attempt)
+
+    try:
+        while backend.manager.head.number < 0:  # the lanes have read a block
+            await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        done: list[float] = []
+        failed = 0
+        cpu0, start = time.process_time(), loop.time()
+
+        async def one(name: str) -> None:
+            nonlocal failed
+            try:
+                await backend.create_bucket(name, journal)
+            except Exception:
+                failed += 1
+            else:
+                done.append(loop.time() - start)
+
+        await asyncio.gather(*(one(n) for n in names))
+        cpu = time.process_time() - cpu0
+    finally:
+        await backend.close()
+    return {
+        "creates": len(names),
+        "created": len(done),
+        "failed": failed,
+        "attempts": len(recorded),
+        "creates_per_s": len(done) / max(done, default=1e-9),
+        "p50_s": sorted(done)[len(done) // 2] if done else None,
+        "cpu_ms_per_create": 1000 * cpu / max(1, len(done)),
+    }
+
+
+def manager_alone(
+    bench_infra: Infra, chain: Chain, *, in_flight: int, keys: int, creates: int
+) -> dict[str, Any]:
+    """The transaction manager and evm backend in this process, no gateway around them: a burst
+    of `creates` names at once. What the chain and the manager allow; the gateway runs are
+    compared with it."""
+    tag = os.urandom(4).hex()
+    with key_pool_file(keys) as pool:
+        settings = bench_infra.settings.model_copy(
+            update={
+                "akave_backend": "evm",
+                "chain_rpc_url": chain.anvil.rpc_url,
+                "chain_contract_address": chain.contract,
+                "chain_id": chain.chain_id,
+                "chain_key_pool_file": pool,
+                "chain_max_in_flight": in_flight,
+            }
+        )
+        block0 = chain.anvil.block_number()
+        figures = asyncio.run(
+            _manager_creates(settings, [f"alone-{tag}-{i}" for i in range(creates)])
+        )
+    ours = {address.lower() for address, _key in POOL[:keys]}
+    figures["blocks"] = _blocks(chain.anvil, block0 + 1, chain.anvil.block_number(), ours)
+    figures.update(in_flight=in_flight, keys=keys, load=load())
+    return figures
+
+
 @dataclass(frozen=True)
 class Config:
     in_flight: int
@@ -253,6 +321,12 @@ def bench(bench_infra: Infra, *, quick: bool) -> dict[str, Any]:
     }
     with local_chain() as chain:
         for config in QUICK if quick else FULL:
+            slots = int(slots_per_s(config.in_flight, config.keys) * BLOCK_TIME_S)
+            alone = manager_alone(
+                bench_infra, chain, in_flight=config.in_flight, keys=config.keys,
+                creates=max(4, slots * (2 if quick else 4)),
+            )  # fmt: skip
+            result.setdefault("manager_alone", []).append(alone)
             figures = one_run(
                 bench_infra, chain, in_flight=config.in_flight, keys=config.keys,
                 rate=config.offered(), seconds=seconds, drain_s=drain,
@@ -270,7 +344,7 @@ def bench(bench_infra: Infra, *, quick: bool) -> dict[str, Any]:
 
 HEADER = (
     "| in flight | keys | offered/s | completed creates/s | x serial | target | met? "
-    "| mined/s (chain) | our txs a block (max) | block gas claimed / used (max) "
+    "| mined/s (chain) | our txs a block (max) | block gas used (max) | base fee gwei (max) "
     "| executor CPU share | accept/s | projector p99 ms | CPU ms/job: executor, api, projector, "
     "anvil, kafka | completed / failed / unseen | what limits it | load |"
 )
@@ -291,7 +365,7 @@ def row(r: dict[str, Any], serial: float) -> str:
         f"| {r['in_flight']} | {r['keys']} | {r['offered_rate']:g} | {r['completed_per_s']:.2f} "
         f"| {r['completed_per_s'] / serial if serial else 0:.0f}x | {r['target']} | {met} "
         f"| {blocks['mined_per_s']:.2f} | {blocks['max_our_txs_per_block']} "
-        f"| {blocks['max_gas_claimed_share']:.0%} / {blocks['max_gas_used_share']:.0%} "
+        f"| {blocks['max_gas_used_share']:.0%} | {blocks['max_base_fee_gwei']:.2f} "
         f"| {r['executor_cpu_share']:.2f} | {r['achieved_rate']:.0f} "
         f"| {projector if projector is None else round(projector)} | {cpu} "
         f"| {r['completed']} / {r['failed']} / {r['never_seen']} | {r['limit']} "
@@ -299,9 +373,35 @@ def row(r: dict[str, Any], serial: float) -> str:
     )
 
 
+def alone_table(result: dict[str, Any]) -> list[str]:
+    runs = result.get("manager_alone", [])
+    if not runs:
+        return []
+    serial = runs[0]["creates_per_s"]
+    lines = [
+        "the transaction manager alone (in this process, a burst of creates at once, no gateway)",
+        "| in flight | keys | creates | created / failed | creates/s | x serial | p50 s "
+        "| our txs a block (max) | block gas used (max) | base fee gwei (max) | gas per tx "
+        "| CPU ms/create | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in runs:
+        b = r["blocks"]
+        lines.append(
+            f"| {r['in_flight']} | {r['keys']} | {r['creates']} | {r['created']} / {r['failed']} "
+            f"| {r['creates_per_s']:.2f} | {r['creates_per_s'] / serial if serial else 0:.0f}x "
+            f"| {r['p50_s'] or 0:.2f} | {b['max_our_txs_per_block']} "
+            f"| {b['max_gas_used_share']:.0%} | {b['max_base_fee_gwei']:.2f} "
+            f"| {b['gas_per_tx']:.0f} "
+            f"| {r['cpu_ms_per_create']:.1f} | {r['load']} |"
+        )
+    return [*lines, ""]
+
+
 def table(result: dict[str, Any]) -> list[str]:
     serial = result["runs"][0]["completed_per_s"]
     lines = [
+        *alone_table(result),
         f"chain: anvil, {result['block_time_s']:g} s blocks, {result['block_gas'] / 1e6:g}M "
         f"block gas, our Storage contract; {result['seconds']:g} s of arrivals per run",
         HEADER,
