@@ -34,7 +34,7 @@ from typing import Any
 
 from bench import run
 from bench.e2e import stages
-from bench.infra import OUT, REPO, Infra, Services, cpu_seconds, infra, load
+from bench.infra import OUT, REPO, Infra, Services, cpu_seconds, infra, load, tree
 from localinfra.anvil import LocalAnvil
 from localinfra.chain import DEPLOYER, deploy_storage
 from localinfra.dev_keys import DEV_ACCOUNTS
@@ -109,6 +109,15 @@ def target(in_flight: int, keys: int) -> tuple[float, str]:
     return bound, f"≥ {bound:.1f}/s"
 
 
+def cpu_wait_s(pid: int) -> float:
+    """Seconds `pid` and its descendants were runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(Path(f"/proc/{p}/schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def _blocks(anvil: LocalAnvil, first: int, last: int, ours: set[str]) -> dict[str, Any]:
     """Our transactions per block and the block gas used (anvil packs a block by gas used,
     not by the transactions' gas limits), and the base fee they paid at the most."""
@@ -146,8 +155,12 @@ def _limit(r: dict[str, Any]) -> str:
     blocks, stage = r["blocks"], r.get("stages", {})
     if blocks["max_gas_used_share"] >= 0.9:
         return f"block gas ({blocks['max_gas_used_share']:.0%} of a block used)"
-    if r["executor_cpu_share"] >= 0.85:
-        return f"executor CPU ({r['executor_cpu_share']:.0%} of a core)"
+    busy = r["executor_cpu_share"] + r["executor_cpu_wait_share"]
+    if busy >= 0.85:  # one event loop: on a CPU or waiting for one nearly all the run
+        return (
+            f"executor CPU ({r['executor_cpu_share']:.0%} on a core, "
+            f"{r['executor_cpu_wait_share']:.0%} waiting for one)"
+        )
     if r["achieved_rate"] < 0.9 * r["offered_rate"]:
         return f"API accept ({r['achieved_rate']:.0f} of {r['offered_rate']:g}/s answered)"
     if stage.get("projector", {}).get("p99_ms", 0) > 1000 * BLOCK_TIME_S:
@@ -194,6 +207,7 @@ def one_run(
             cpu0 = services.cpu()
             anvil_pid = chain.anvil.pid
             anvil0 = cpu_seconds(anvil_pid) if anvil_pid else 0.0
+            wait0 = cpu_wait_s(services.procs["executor"].pid)
             kafka0 = cpu_seconds(bench_infra.kafka.pid) if bench_infra.kafka.pid else 0.0
             block0 = chain.anvil.block_number()
             started = time.monotonic()
@@ -204,6 +218,7 @@ def one_run(
             wall = time.monotonic() - started
             cpu1 = services.cpu()
             anvil1 = cpu_seconds(anvil_pid) if anvil_pid else 0.0
+            wait1 = cpu_wait_s(services.procs["executor"].pid)
             kafka1 = cpu_seconds(bench_infra.kafka.pid) if bench_infra.kafka.pid else 0.0
             block1 = chain.anvil.block_number()
             services.sample_rss()
@@ -222,6 +237,7 @@ def one_run(
         completed_per_s=_throughput(jobs),
         cpu_ms_per_job=per_job,
         executor_cpu_share=(cpu1.get("executor", 0) - cpu0.get("executor", 0)) / wall,
+        executor_cpu_wait_share=(wait1 - wait0) / wall,
         load_before=before,
         load_after=load(),
     )
@@ -243,7 +259,7 @@ async def _manager_creates(settings: Settings, names: list[str]) -> dict[str, An
         loop = asyncio.get_running_loop()
         done: list[float] = []
         failed = 0
-        cpu0, start = time.process_time(), loop.time()
+        cpu0, wait0, start = time.process_time(), cpu_wait_s(os.getpid()), loop.time()
 
         async def one(name: str) -> None:
             nonlocal failed
@@ -256,6 +272,8 @@ async def _manager_creates(settings: Settings, names: list[str]) -> dict[str, An
 
         await asyncio.gather(*(one(n) for n in names))
         cpu = time.process_time() - cpu0
+        waited = cpu_wait_s(os.getpid()) - wait0
+        wall = loop.time() - start
     finally:
         await backend.close()
     return {
@@ -266,6 +284,8 @@ async def _manager_creates(settings: Settings, names: list[str]) -> dict[str, An
         "creates_per_s": len(done) / max(done, default=1e-9),
         "p50_s": sorted(done)[len(done) // 2] if done else None,
         "cpu_ms_per_create": 1000 * cpu / max(1, len(done)),
+        "cpu_share": cpu / wall,
+        "cpu_wait_share": waited / wall,
     }
 
 
@@ -345,8 +365,9 @@ def bench(bench_infra: Infra, *, quick: bool) -> dict[str, Any]:
 HEADER = (
     "| in flight | keys | offered/s | completed creates/s | x serial | target | met? "
     "| mined/s (chain) | our txs a block (max) | block gas used (max) | base fee gwei (max) "
-    "| executor CPU share | accept/s | projector p99 ms | CPU ms/job: executor, api, projector, "
-    "anvil, kafka | completed / failed / unseen | what limits it | load |"
+    "| executor on / waiting for a CPU (share of the run) | accept/s | projector p99 ms "
+    "| CPU ms/job: executor, api, projector, anvil, kafka | completed / failed / unseen "
+    "| what limits it | load |"
 )
 
 
@@ -366,7 +387,8 @@ def row(r: dict[str, Any], serial: float) -> str:
         f"| {r['completed_per_s'] / serial if serial else 0:.0f}x | {r['target']} | {met} "
         f"| {blocks['mined_per_s']:.2f} | {blocks['max_our_txs_per_block']} "
         f"| {blocks['max_gas_used_share']:.0%} | {blocks['max_base_fee_gwei']:.2f} "
-        f"| {r['executor_cpu_share']:.2f} | {r['achieved_rate']:.0f} "
+        f"| {r['executor_cpu_share']:.2f} / {r['executor_cpu_wait_share']:.2f} "
+        f"| {r['achieved_rate']:.0f} "
         f"| {projector if projector is None else round(projector)} | {cpu} "
         f"| {r['completed']} / {r['failed']} / {r['never_seen']} | {r['limit']} "
         f"| {r['load_before']} |"
@@ -382,8 +404,8 @@ def alone_table(result: dict[str, Any]) -> list[str]:
         "the transaction manager alone (in this process, a burst of creates at once, no gateway)",
         "| in flight | keys | creates | created / failed | creates/s | x serial | p50 s "
         "| our txs a block (max) | block gas used (max) | base fee gwei (max) | gas per tx "
-        "| CPU ms/create | load |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| CPU ms/create | on / waiting for a CPU (share) | load |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         b = r["blocks"]
@@ -393,7 +415,8 @@ def alone_table(result: dict[str, Any]) -> list[str]:
             f"| {r['p50_s'] or 0:.2f} | {b['max_our_txs_per_block']} "
             f"| {b['max_gas_used_share']:.0%} | {b['max_base_fee_gwei']:.2f} "
             f"| {b['gas_per_tx']:.0f} "
-            f"| {r['cpu_ms_per_create']:.1f} | {r['load']} |"
+            f"| {r['cpu_ms_per_create']:.1f} | {r['cpu_share']:.2f} / {r['cpu_wait_share']:.2f} "
+            f"| {r['load']} |"
         )
     return [*lines, ""]
 
