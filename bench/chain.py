@@ -365,7 +365,8 @@ def bench(bench_infra: Infra, *, quick: bool) -> dict[str, Any]:
 HEADER = (
     "| in flight | keys | offered/s | completed creates/s | x serial | target | met? "
     "| mined/s (chain) | our txs a block (max) | block gas used (max) | base fee gwei (max) "
-    "| executor on / waiting for a CPU (share of the run) | accept/s | projector p99 ms "
+    "| executor on / waiting for a CPU (share of the run) | accept/s "
+    "| stages p50 (p99) s: api, pickup, slot + sign + record, chain, projector "
     "| CPU ms/job: executor, api, projector, anvil, kafka | completed / failed / unseen "
     "| what limits it | load |"
 )
@@ -381,7 +382,11 @@ def row(r: dict[str, Any], serial: float) -> str:
     cpu = ", ".join(
         f"{per_job.get(n, 0):.1f}" for n in ("executor", "api", "projector", "anvil", "kafka")
     )
-    projector = r.get("stages", {}).get("projector", {}).get("p99_ms")
+    stage = r.get("stages", {})
+    split = ", ".join(
+        f"{stage[k]['p50_ms'] / 1000:.1f} ({stage[k]['p99_ms'] / 1000:.1f})" if k in stage else "-"
+        for k in ("api", "executor_pickup", "executor_sign", "chain", "projector")
+    )
     return (
         f"| {r['in_flight']} | {r['keys']} | {r['offered_rate']:g} | {r['completed_per_s']:.2f} "
         f"| {r['completed_per_s'] / serial if serial else 0:.0f}x | {r['target']} | {met} "
@@ -389,7 +394,7 @@ def row(r: dict[str, Any], serial: float) -> str:
         f"| {blocks['max_gas_used_share']:.0%} | {blocks['max_base_fee_gwei']:.2f} "
         f"| {r['executor_cpu_share']:.2f} / {r['executor_cpu_wait_share']:.2f} "
         f"| {r['achieved_rate']:.0f} "
-        f"| {projector if projector is None else round(projector)} | {cpu} "
+        f"| {split} | {cpu} "
         f"| {r['completed']} / {r['failed']} / {r['never_seen']} | {r['limit']} "
         f"| {r['load_before']} |"
     )
