@@ -17,3 +17,7 @@ ATTEMPT_TIMEOUT = "attempt_timeout"
 BACKEND_UNAVAILABLE = "backend_unavailable"
 BACKEND_ERROR = "backend_error"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+# A mined create that reverted; `error` names the contract's decoded error.
+TRANSACTION_REVERTED = "transaction_reverted"  # an error with no code of its own below
+OUT_OF_GAS = "out_of_gas"
+BUCKET_INVALID = "bucket_invalid"  # the contract's BucketInvalid()

@@ -24,6 +24,9 @@ SCHEMA_VERSION = 1
 # What a published `tx_hash` always looks like (`normalise_tx_hash` makes it so).
 TX_HASH_PATTERN = r"^0x[0-9a-f]{64}$"
 
+ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+RAW_TRANSACTION_PATTERN = r"^0x(?:[0-9a-f]{2})+$"
+
 _TX_HASH = re.compile(r"^(?:0[xX])?([0-9a-fA-F]{64})$")
 
 
@@ -82,11 +85,43 @@ class BucketCreated(_Data):
         default=False,
         description="true when the bucket already existed on the chain and the job took it over",
     )
+    block_number: int | None = Field(
+        default=None, ge=0, description="the block that mined `tx_hash`, where the backend knows"
+    )
 
     @field_validator("tx_hash")
     @classmethod
     def _normalise(cls, value: str | None) -> str | None:
         return None if value is None else normalise_tx_hash(value)
+
+
+class BucketTransactionSigned(_Data):
+    """The executor signed a transaction for the job and recorded it here BEFORE broadcasting
+    it: after a crash the job is resolved from these records (their receipts and the chain's
+    nonce), never by signing a new create while one of them could still be mined. The job is
+    processing and shows `tx_hash` as its pending transaction. `raw_transaction` is the signed
+    bytes a recovery re-broadcasts: public once sent, it holds no secret."""
+
+    type: Literal["BucketTransactionSigned"] = "BucketTransactionSigned"
+    attempt: int = Field(ge=1, description="the job's attempt that signed it")
+    kind: Literal["create", "replacement"] = Field(
+        description="create: a new nonce; replacement: the same nonce with bumped fees"
+    )
+    signer: str = Field(pattern=ADDRESS_PATTERN, description="the signing key's address")
+    chain_id: int = Field(ge=1)
+    nonce: int = Field(ge=0)
+    tx_hash: str = Field(json_schema_extra={"pattern": TX_HASH_PATTERN})
+    raw_transaction: str = Field(
+        pattern=RAW_TRANSACTION_PATTERN, description="the signed transaction, 0x-prefixed hex"
+    )
+    max_fee_per_gas: int = Field(ge=0, description="wei")
+    max_priority_fee_per_gas: int = Field(ge=0, description="wei")
+    gas: int = Field(ge=0, description="the gas limit")
+
+    @field_validator("tx_hash")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        return normalise_tx_hash(value)
 
 
 class BucketFailed(_Data):
@@ -98,10 +133,18 @@ class BucketFailed(_Data):
     attempts: int = Field(ge=0)
 
 
-EventData: TypeAlias = BucketRequested | BucketProcessing | BucketCreated | BucketFailed
+EventData: TypeAlias = (
+    BucketRequested | BucketProcessing | BucketTransactionSigned | BucketCreated | BucketFailed
+)
 DATA_TYPES: dict[str, type[EventData]] = {
     cls.model_fields["type"].default: cls
-    for cls in (BucketRequested, BucketProcessing, BucketCreated, BucketFailed)
+    for cls in (
+        BucketRequested,
+        BucketProcessing,
+        BucketTransactionSigned,
+        BucketCreated,
+        BucketFailed,
+    )
 }
 
 # (event type, schema version) -> function turning that version's `data` into the next one's.
@@ -228,9 +271,12 @@ def _canonical_data(event_type: str, raw: dict[str, Any]) -> EventData | None:
         values["attempt"] = attempt
         given.add("attempt")
         return _validated(BucketProcessing, values, given)  # type: ignore[no-any-return]
+    if event_type == "BucketTransactionSigned":
+        return None  # one or two a job: the pydantic path is fast enough
     if event_type == "BucketCreated":
         tx_hash, bucket_id = raw.get("tx_hash"), raw.get("bucket_id")
         created_at, adopted = raw.get("bucket_created_at"), raw.get("adopted", False)
+        block = raw.get("block_number")
         if (
             not (
                 tx_hash is None or (type(tx_hash) is str and _CANONICAL_TX_HASH.fullmatch(tx_hash))
@@ -238,13 +284,20 @@ def _canonical_data(event_type: str, raw: dict[str, Any]) -> EventData | None:
             or not (bucket_id is None or type(bucket_id) is str)
             or not (created_at is None or _int(created_at, -_INT64))
             or type(adopted) is not bool
+            or not (block is None or _int(block, 0))
         ):
             return None
         values.update(
-            tx_hash=tx_hash, bucket_id=bucket_id, bucket_created_at=created_at, adopted=adopted
+            tx_hash=tx_hash,
+            bucket_id=bucket_id,
+            bucket_created_at=created_at,
+            adopted=adopted,
+            block_number=block,
         )
         given.update(
-            k for k in ("tx_hash", "bucket_id", "bucket_created_at", "adopted") if k in raw
+            k
+            for k in ("tx_hash", "bucket_id", "bucket_created_at", "adopted", "block_number")
+            if k in raw
         )
         return _validated(BucketCreated, values, given)  # type: ignore[no-any-return]
     error, code, attempts = raw.get("error"), raw.get("error_code"), raw.get("attempts")

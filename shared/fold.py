@@ -13,7 +13,14 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from shared.error_codes import BUCKET_EXISTS
-from shared.events import BucketCreated, BucketFailed, BucketProcessing, BucketRequested, Event
+from shared.events import (
+    BucketCreated,
+    BucketFailed,
+    BucketProcessing,
+    BucketRequested,
+    BucketTransactionSigned,
+    Event,
+)
 
 
 class JobStatus(StrEnum):
@@ -80,6 +87,21 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
             touched,
             max(job.attempts, data.attempt),
             job.tx_hash,
+            job.error,
+            job.error_code,
+            job.completed_at,
+        )
+    if isinstance(data, BucketTransactionSigned):
+        # Waiting for its outcome, the job shows its newest recorded transaction as pending:
+        # newest by event time, so a redelivered older record never brings its hash back.
+        return JobState(
+            job.job_id,
+            job.bucket_name,
+            JobStatus.PROCESSING,
+            job.created_at,
+            touched,
+            max(job.attempts, data.attempt),
+            data.tx_hash if event.time > job.updated_at else job.tx_hash,
             job.error,
             job.error_code,
             job.completed_at,

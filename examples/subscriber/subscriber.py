@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer
 # The schema version of BucketCreated this subscriber understands (contracts/schemas/).
 KNOWN_VERSIONS = {"BucketCreated": 1}
 # The gateway's other types: known, not needed here.
-IGNORED = {"BucketRequested", "BucketProcessing", "BucketFailed"}
+IGNORED = {"BucketRequested", "BucketProcessing", "BucketTransactionSigned", "BucketFailed"}
 
 
 class Skip(Exception):

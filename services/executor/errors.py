@@ -13,10 +13,13 @@ from shared.error_codes import (
     BACKEND_UNAVAILABLE,
     BUCKET_ALREADY_ON_CHAIN,
     BUCKET_EXISTS,
+    BUCKET_INVALID,
     INSUFFICIENT_FUNDS,
     INVALID_BUCKET_NAME,
     NONCE_CONFLICT,
+    OUT_OF_GAS,
     RECEIPT_TIMEOUT,
+    TRANSACTION_REVERTED,
 )
 
 # The codes are defined in `shared.error_codes`; the executor names them as `errors.<CODE>`.
@@ -30,9 +33,15 @@ __all__ = [
     "INSUFFICIENT_FUNDS",
     "INVALID_BUCKET_NAME",
     "NONCE_CONFLICT",
+    "OUT_OF_GAS",
     "RECEIPT_TIMEOUT",
+    "TRANSACTION_REVERTED",
     "classify",
+    "revert_code",
 ]
+
+# The decoded revert of a mined create (`chain.reverts.revert_name`) -> its error code.
+_REVERT_CODES = {"out of gas": OUT_OF_GAS, "BucketInvalid": BUCKET_INVALID}
 
 # (code, retryable, lowercase fragments of the message); first match wins.
 _RULES: tuple[tuple[str, bool, tuple[str, ...]], ...] = (
@@ -56,3 +65,8 @@ def classify(message: str) -> tuple[str, bool]:
         if any(fragment in lowered for fragment in fragments):
             return code, retryable
     return BACKEND_ERROR, True
+
+
+def revert_code(error_name: str) -> str:
+    """The error code of a create the chain mined and reverted with `error_name`."""
+    return _REVERT_CODES.get(error_name, TRANSACTION_REVERTED)

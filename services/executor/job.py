@@ -1,5 +1,15 @@
 """One job from request to outcome: attempts, retries, timeouts, ownership, adoption.
 
+With a recording backend (`evm`) a create goes through the transaction manager: every signed
+transaction is appended to the log (`BucketTransactionSigned`) and acknowledged before it is
+broadcast, and from then on it is followed to its outcome, with no attempt timeout and no
+retry: "MAX_ATTEMPTS, RETRY_DELAY_S apart" governs only failures before a transaction exists.
+A job whose transactions are already in the log (a restart) is resolved from them: no new
+`BucketProcessing`, nothing new signed (`JobRunner.follow`). New creates wait for
+`creates_open`, which the executor opens once every recorded job is followed again. An
+unreachable chain is waited out, spending no attempt. Other backends (the `akave` SDK, which
+waits for each receipt itself) send through the `TransactionGate`, one transaction at a time.
+
 A concurrency slot is held only while an attempt reads the chain (announcing the attempt and
 `view_bucket`). A job waiting for the signing key's turn (`TransactionGate`) or out its retry
 delay holds no slot, so jobs that need no transaction (bucket already on the chain, name owned
@@ -13,11 +23,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from services.executor import errors
-from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket
+from services.executor.attempt_records import signed_event
+from services.executor.backends.base import (
+    AkaveBackend,
+    BackendError,
+    ChainBucket,
+    CreatedBucket,
+    RecordingBackend,
+)
+from services.executor.chain.records import Attempt, Journal
 from services.executor.transactions import TransactionGate
 from shared.bucket_names import name_problem
 from shared.events import BucketCreated, BucketFailed, BucketProcessing, EventData
@@ -34,6 +52,8 @@ class Job:
     job_id: uuid.UUID
     bucket_name: str
     attempts_used: int = 0  # attempts an earlier executor started (crash, rebalance)
+    # The outcome of the transactions it recorded before a restart, already being followed.
+    followed: Awaitable[CreatedBucket] | None = field(default=None, compare=False)
 
 
 class JobRunner:
@@ -45,14 +65,33 @@ class JobRunner:
         slots: asyncio.Semaphore,
     ) -> None:
         self._backend = backend
+        self._recording = backend if isinstance(backend, RecordingBackend) else None
         self._gate = gate
         self._slots = slots
         self._max_attempts = settings.max_attempts
         self._retry_delay = settings.retry_delay_s
         self._attempt_timeout = settings.attempt_timeout_s
+        self.creates_open = asyncio.Event()  # closed while recorded jobs are not followed yet
+        self.creates_open.set()
+
+    @property
+    def records_transactions(self) -> bool:
+        return self._recording is not None
+
+    def follow(self, job: Job, attempts: Sequence[Attempt], emit: Emit) -> Job:
+        """The job, its recorded transactions handed to the manager now (their nonces held
+        before any new create is signed); `run` then waits for their outcome."""
+        assert self._recording is not None
+        journal = self._journal(job, max(job.attempts_used, 1), emit, list(attempts))
+        return replace(job, followed=self._recording.follow_create(attempts, journal))
 
     async def run(self, job: Job, emit: Emit, owner_of: OwnerOf) -> None:
         ids = {"job_id": str(job.job_id), "bucket_name": job.bucket_name}
+        if job.followed is not None:
+            outcome = await self._settle_followed(job, job.followed, owner_of)
+            await emit(outcome)
+            log.info("job finished", extra={**ids, "type": outcome.type, "resumed": True})
+            return
         attempt = job.attempts_used
         if attempt >= self._max_attempts:
             await emit(await self._settle_spent(job, attempt, owner_of))
@@ -127,6 +166,9 @@ class JobRunner:
                     attempt,
                 )
             existing = await self._view(name)
+        if existing is None and may_create and self._recording is not None:
+            assert emit is not None
+            return await self._create_recorded(job, attempt, emit, owner_of)
         if existing is None and may_create:
             try:
                 created = await self._gate.send(
@@ -140,22 +182,98 @@ class JobRunner:
                 if existing is None:
                     raise
             else:
-                return self._event(
-                    job,
-                    BucketCreated,
-                    tx_hash=created.tx_hash,
-                    bucket_id=created.bucket_id,
-                    bucket_created_at=created.created_at,
-                )
+                return self._created(job, created)
         if existing is None:
             raise BackendError(
                 f"gave up after {attempt} attempts, interrupted before their outcome was recorded",
                 code=errors.ATTEMPTS_EXHAUSTED,
                 retryable=False,
             )
+        return self._adopted(job, existing)
+
+    async def _create_recorded(
+        self, job: Job, attempt: int, emit: Emit, owner_of: OwnerOf
+    ) -> EventData:
+        """Create through the transaction manager. Until the first transaction is recorded a
+        failure is the attempt's (retried as usual); after it, the create is followed to its
+        outcome, never abandoned and never signed again as a new create."""
+        assert self._recording is not None
+        signed: list[Attempt] = []
+        await self.creates_open.wait()
+        try:
+            created = await self._recording.create_bucket(
+                job.bucket_name, self._journal(job, attempt, emit, signed)
+            )
+        except Exception as exc:
+            if not signed:
+                raise
+            if not isinstance(exc, BackendError):
+                log.exception(
+                    "following a signed create failed; following its recorded transactions",
+                    extra={"job_id": str(job.job_id), "bucket_name": job.bucket_name},
+                )
+                journal = self._journal(job, attempt, emit, signed)
+                return await self._settle_followed(
+                    job, self._recording.follow_create(list(signed), journal), owner_of
+                )
+            return await self._settled_failure(job, attempt, exc, owner_of)
+        return self._created(job, created)
+
+    async def _settle_followed(
+        self, job: Job, outcome: Awaitable[CreatedBucket], owner_of: OwnerOf
+    ) -> EventData:
+        try:
+            created = await outcome
+        except BackendError as exc:
+            return await self._settled_failure(job, max(job.attempts_used, 1), exc, owner_of)
+        return self._created(job, created)
+
+    async def _settled_failure(
+        self, job: Job, attempt: int, error: BackendError, owner_of: OwnerOf
+    ) -> EventData:
+        """The outcome of a mined (or finally refused) transaction that created nothing."""
+        name = job.bucket_name
+        if error.code != errors.BUCKET_ALREADY_ON_CHAIN:
+            return self._failed(job, str(error), error.code, attempt)
+        owner = owner_of(name)
+        if owner is None or owner == job.job_id:
+            async with self._slots:
+                existing = await self._view(name)
+            if existing is not None:
+                return self._adopted(job, existing)
+        return self._failed(
+            job,
+            f"bucket {name!r} already exists on the chain and is not this job's ({error})",
+            errors.BUCKET_EXISTS,
+            attempt,
+        )
+
+    def _journal(self, job: Job, attempt: int, emit: Emit, signed: list[Attempt]) -> Journal:
+        """Records each new transaction of the job in the log; returns once the broker has
+        acknowledged it (`emit` retries until then), and only then is it broadcast."""
+
+        async def journal(transaction: Attempt) -> None:
+            replacement = any(earlier.nonce == transaction.nonce for earlier in signed)
+            await emit(signed_event(job.job_id, attempt, transaction, replacement))
+            signed.append(transaction)
+
+        return journal
+
+    def _created(self, job: Job, created: CreatedBucket) -> EventData:
+        return self._event(
+            job,
+            BucketCreated,
+            tx_hash=created.tx_hash,
+            bucket_id=created.bucket_id,
+            bucket_created_at=created.created_at,
+            block_number=created.block_number,
+        )
+
+    def _adopted(self, job: Job, existing: ChainBucket) -> EventData:
         # On the chain, with our key, and no job in the log owns it: this job takes it over.
         log.info(
-            "adopting bucket found on chain", extra={"job_id": str(job.job_id), "bucket_name": name}
+            "adopting bucket found on chain",
+            extra={"job_id": str(job.job_id), "bucket_name": job.bucket_name},
         )
         return self._event(
             job,
@@ -167,8 +285,22 @@ class JobRunner:
         )
 
     async def _view(self, name: str) -> ChainBucket | None:
-        async with asyncio.timeout(self._attempt_timeout):
-            return await self._backend.view_bucket(name)
+        """With a recording backend an unreachable chain is waited out (no job fails for an
+        outage of any length); otherwise it is the attempt's failure."""
+        delay = 0.5
+        while True:
+            try:
+                async with asyncio.timeout(self._attempt_timeout):
+                    return await self._backend.view_bucket(name)
+            except (TimeoutError, BackendError) as exc:
+                unreachable = isinstance(exc, TimeoutError) or (
+                    exc.code == errors.BACKEND_UNAVAILABLE
+                )
+                if self._recording is None or not unreachable:
+                    raise
+                log.warning("chain unreachable; waiting", extra={"bucket_name": name})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def _failed(self, job: Job, error: str, code: str, attempt: int) -> EventData:
         return self._event(job, BucketFailed, error=error, error_code=code, attempts=attempt)

@@ -2,8 +2,11 @@
 
 On assignment it reads each partition from offset 0 into a `PartitionLedger` (who owns which
 name, which jobs are unfinished), then runs the unfinished jobs in log order and every new
-request as it arrives. Offsets are committed only below the lowest unfinished job, after its
-outcome event was acknowledged, so a crash re-runs work instead of losing it.
+request as it arrives. With a recording backend (`evm`) no new create is signed from assignment
+until every partition is live and each unfinished job's recorded transactions are followed
+again (`JobRunner.follow`), so a new create never takes a nonce an earlier one recorded.
+Offsets are committed only below the lowest unfinished job, after its outcome event was
+acknowledged, so a crash re-runs work instead of losing it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from services.executor.scheduler import KeyedScheduler, OffsetTracker
 from services.executor.transactions import TransactionGate
 from shared.dead_letter import park
 from shared.events import EventData, MalformedEvent, UnknownEventType, decode, new_event
-from shared.fold import JobState
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
 
@@ -78,6 +80,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         mine = [tp for tp in assigned if tp.topic == self._topic]
         if not mine:
             return
+        self._runner.creates_open.clear()
         ends = await self._consumer.end_offsets(mine)
         for tp in mine:
             committed = await self._consumer.committed(tp) or 0
@@ -144,21 +147,35 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         is_new_job = part.ledger.observe(event, record.offset)
         if is_new_job and part.live:
             state = part.ledger.unfinished[event.job_id]
-            self._submit(part, state, record.offset)
+            self._submit(part, Job(state.job_id, state.bucket_name, state.attempts), record.offset)
 
     def _go_live(self, part: _Partition) -> None:
         part.catch_up_to = None
         pending = part.ledger.pending_in_log_order()
+        followed = 0
         for offset, state in pending:
-            self._submit(part, state, offset)
+            job = Job(state.job_id, state.bucket_name, state.attempts)
+            recorded = part.ledger.signed_attempts(state.job_id)
+            if recorded and self._runner.records_transactions:
+                try:
+                    job = self._runner.follow(job, recorded, lambda d: self._emit(part, d))
+                except (LookupError, RuntimeError, ValueError):
+                    log.exception(
+                        "cannot follow a job's recorded transactions; it stays unfinished",
+                        extra={"job_id": str(job.job_id), "bucket_name": job.bucket_name},
+                    )
+                    continue
+                followed += 1
+            self._submit(part, job, offset)
         if pending:
             log.info(
                 "resuming unfinished jobs",
-                extra={"partition": part.tp.partition, "jobs": len(pending)},
+                extra={"partition": part.tp.partition, "jobs": len(pending), "followed": followed},
             )
+        if all(p.live for p in self._partitions.values()):
+            self._runner.creates_open.set()
 
-    def _submit(self, part: _Partition, state: JobState, offset: int) -> None:
-        job = Job(state.job_id, state.bucket_name, state.attempts)
+    def _submit(self, part: _Partition, job: Job, offset: int) -> None:
         part.tracker.started(offset)
 
         async def work() -> None:

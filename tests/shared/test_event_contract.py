@@ -23,6 +23,7 @@ from shared.events import (
     BucketFailed,
     BucketProcessing,
     BucketRequested,
+    BucketTransactionSigned,
     EventData,
     encode,
     new_event,
@@ -182,6 +183,21 @@ def _documents() -> list[tuple[str, dict[str, Any]]]:
             bucket_created_at=1_764_000_000,
         ),
         BucketCreated(job_id=JOB, bucket_name="some-bucket", tx_hash=None, adopted=True),
+        BucketCreated(job_id=JOB, bucket_name="some-bucket", tx_hash=HASH, block_number=7),
+        BucketTransactionSigned(
+            job_id=JOB,
+            bucket_name="some-bucket",
+            attempt=2,
+            kind="create",
+            signer="0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",  # anvil's public dev account
+            chain_id=31337,
+            nonce=0,
+            tx_hash=HASH,
+            raw_transaction="0x02f8b1",
+            max_fee_per_gas=2_000_000_000,
+            max_priority_fee_per_gas=1_000_000_000,
+            gas=300_000,
+        ),
         BucketFailed(
             job_id=JOB,
             bucket_name="some-bucket",
@@ -234,6 +250,16 @@ def _mutations(event_type: str, doc: dict[str, Any]) -> list[tuple[str, dict[str
     if event_type == "BucketCreated" and doc["data"]["tx_hash"] is not None:
         common.append(("uppercase hash", changed("data.tx_hash", "0x" + HASH[2:].upper())))
         common.append(("hash without 0x", changed("data.tx_hash", HASH[2:])))
+    if event_type == "BucketCreated" and doc["data"].get("block_number") is not None:
+        common.append(("negative block", changed("data.block_number", -1)))
+    if event_type == "BucketTransactionSigned":
+        common.append(("uppercase hash", changed("data.tx_hash", "0x" + HASH[2:].upper())))
+        common.append(("no raw transaction", changed("data.raw_transaction", _DELETE)))
+        common.append(("raw not hex", changed("data.raw_transaction", "0xzz")))
+        common.append(("short signer", changed("data.signer", "0x1234")))
+        common.append(("unknown kind", changed("data.kind", "fill")))
+        common.append(("negative nonce", changed("data.nonce", -1)))
+        common.append(("no attempt", changed("data.attempt", _DELETE)))
     if event_type == "BucketFailed":
         common.append(("bad error_code", changed("data.error_code", "Not-A-Code")))
         common.append(("no attempts", changed("data.attempts", _DELETE)))

@@ -124,6 +124,8 @@ def test_every_type_and_optional_field_shape_decodes_identically() -> None:
         ("BucketCreated", {"tx_hash": None, "adopted": True}),
         ("BucketCreated", {"tx_hash": "0x" + "a" * 64, "bucket_id": "x", "bucket_created_at": 5}),
         ("BucketCreated", {"bucket_id": None, "bucket_created_at": None, "adopted": False}),
+        ("BucketCreated", {"tx_hash": "0x" + "b" * 64, "block_number": 0}),
+        ("BucketCreated", {"block_number": None}),
         ("BucketFailed", {"error": "", "error_code": "a", "attempts": 0}),
         ("BucketFailed", {"error": "e", "error_code": "a_1", "attempts": 7, "extra": [1]}),
     ]
@@ -132,6 +134,34 @@ def test_every_type_and_optional_field_shape_decodes_identically() -> None:
         value = orjson.dumps(doc)
         assert fast_path_taken(value), doc
         assert assert_same(value)[0] == "ok"
+
+
+def test_transaction_records_take_the_pydantic_path_and_block_numbers_are_checked() -> None:
+    job = str(uuid.uuid4())
+    envelope = {"specversion": "1.0", "id": "e", "source": "/t", "subject": "b"}
+    envelope["time"] = "2026-01-02T03:04:05Z"
+    signed = {
+        "job_id": job,
+        "bucket_name": "b",
+        "attempt": 1,
+        "kind": "create",
+        "signer": "0x" + "A1" * 20,
+        "chain_id": 31337,
+        "nonce": 0,
+        "tx_hash": "0x" + "c" * 64,
+        "raw_transaction": "0x02f8",
+        "max_fee_per_gas": 1,
+        "max_priority_fee_per_gas": 1,
+        "gas": 21000,
+    }
+    value = orjson.dumps({**envelope, "type": "BucketTransactionSigned", "data": signed})
+    assert not fast_path_taken(value)
+    assert assert_same(value)[0] == "ok"
+    for bad in (-1, True, 1.5, "7"):
+        data = {"job_id": job, "bucket_name": "b", "tx_hash": None, "block_number": bad}
+        value = orjson.dumps({**envelope, "type": "BucketCreated", "data": data})
+        assert not fast_path_taken(value), bad
+        assert_same(value)
 
 
 # Shapes `encode` never writes: they decode the same, most of them by pydantic ---------------
@@ -378,6 +408,6 @@ def test_the_fast_path_was_written_for_these_exact_models() -> None:
     assert models_fingerprint() == FINGERPRINT
 
 
-# Last reviewed change: `BucketCreated.tx_hash` gained a published pattern (json_schema_extra
-# only, for contracts/; pydantic does not enforce it, and the validator still normalises).
-FINGERPRINT = "51d6dd8e9da68f137218b085eed14bb593d34ad9796fd30cd66763ee0a0dd5b3"
+# Last reviewed change: `BucketCreated.block_number` (optional, >= 0: mirrored in the fast path)
+# and the new `BucketTransactionSigned` (left to the pydantic path: one or two per job).
+FINGERPRINT = "2bb5a3bf40b7eab4c6b11de457e0a7d471b914eab3f0d3cedea7dec5c82269ca"

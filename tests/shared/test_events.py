@@ -16,6 +16,7 @@ from shared.events import (
     BucketFailed,
     BucketProcessing,
     BucketRequested,
+    BucketTransactionSigned,
     Event,
     EventData,
     MalformedEvent,
@@ -46,6 +47,21 @@ EXAMPLES: list[EventData] = [
     BucketCreated(job_id=JOB, bucket_name=NAME, tx_hash=None, adopted=True),
     BucketFailed(
         job_id=JOB, bucket_name=NAME, error="insufficient funds", error_code="x_y", attempts=3
+    ),
+    BucketCreated(job_id=JOB, bucket_name=NAME, tx_hash="0x" + HEX, block_number=12),
+    BucketTransactionSigned(
+        job_id=JOB,
+        bucket_name=NAME,
+        attempt=1,
+        kind="replacement",
+        signer="0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",  # anvil's first public dev account
+        chain_id=31337,
+        nonce=4,
+        tx_hash="0x" + HEX,
+        raw_transaction="0x02f8b1827a69",
+        max_fee_per_gas=2_250_000_000,
+        max_priority_fee_per_gas=1_125_000_000,
+        gas=300_000,
     ),
 ]
 
@@ -249,6 +265,10 @@ def test_event_missing_an_envelope_field_is_malformed(field: str) -> None:
         (EXAMPLES[4], "error"),
         (EXAMPLES[4], "error_code"),
         (EXAMPLES[4], "attempts"),
+        (EXAMPLES[6], "nonce"),
+        (EXAMPLES[6], "raw_transaction"),
+        (EXAMPLES[6], "signer"),
+        (EXAMPLES[6], "kind"),
     ],
 )
 def test_event_missing_a_required_data_field_is_malformed(data: EventData, field: str) -> None:

@@ -17,6 +17,7 @@ from shared.events import (
     BucketFailed,
     BucketProcessing,
     BucketRequested,
+    BucketTransactionSigned,
     Event,
     EventData,
 )
@@ -49,6 +50,36 @@ class History:
         return self.events[0].subject
 
 
+def signed(
+    job_id: uuid.UUID, bucket: str, attempt: int, nonce: int, tx_hash: str
+) -> BucketTransactionSigned:
+    return BucketTransactionSigned(
+        job_id=job_id,
+        bucket_name=bucket,
+        attempt=attempt,
+        kind="replacement" if nonce else "create",
+        signer="0x" + "ab" * 20,
+        chain_id=31337,
+        nonce=7,
+        tx_hash=tx_hash,
+        raw_transaction="0x02f870",
+        max_fee_per_gas=10**9 * (nonce + 1),
+        max_priority_fee_per_gas=10**9,
+        gas=300_000,
+    )
+
+
+def pending_hash(events: Sequence[Event]) -> str | None:
+    """The hash a job shows while it waits: that of the last transaction record that was newer
+    (by event time) than every event before it."""
+    shown, newest = None, events[0].time
+    for event in events[1:]:
+        if isinstance(event.data, BucketTransactionSigned) and event.time > newest:
+            shown = event.data.tx_hash
+        newest = max(newest, event.time)
+    return shown
+
+
 @st.composite
 def histories(draw: st.DrawFn, name: str | None = None, ending: str | None = "any") -> History:
     """Requested, 0..4 Processing attempts, then maybe Created or Failed.
@@ -62,10 +93,10 @@ def histories(draw: st.DrawFn, name: str | None = None, ending: str | None = "an
     if ending == "any":
         ending = draw(st.sampled_from([None, "created", "failed"]))
     payloads: list[EventData] = [BucketRequested(job_id=job_id, bucket_name=bucket)]
-    payloads += [
-        BucketProcessing(job_id=job_id, bucket_name=bucket, attempt=a)
-        for a in range(1, attempts + 1)
-    ]
+    for a in range(1, attempts + 1):
+        payloads.append(BucketProcessing(job_id=job_id, bucket_name=bucket, attempt=a))
+        for nonce in range(draw(st.integers(min_value=0, max_value=2))):  # its transactions
+            payloads.append(signed(job_id, bucket, a, nonce, draw(tx_hashes)))
     if ending == "created":
         adopted = draw(st.booleans())
         payloads.append(
@@ -168,11 +199,42 @@ def test_history_folds_to_the_state_its_last_event_says(history: History) -> Non
         assert isinstance(last, BucketFailed)
         assert state.status is JobStatus.FAILED
         assert (state.error, state.error_code) == (last.error, last.error_code)
-        assert state.tx_hash is None and state.completed_at is None
+        assert state.tx_hash == pending_hash(history.events) and state.completed_at is None
     else:
         expected = JobStatus.PROCESSING if history.attempts else JobStatus.QUEUED
         assert state.status is expected
-        assert state.tx_hash is None and state.error is None and state.completed_at is None
+        assert state.tx_hash == pending_hash(history.events)
+        assert state.error is None and state.completed_at is None
+
+
+def at(moment: datetime, data: EventData) -> Event:
+    return Event(
+        id=str(uuid.uuid4()), source="/t", type=data.type, subject="b", time=moment, data=data
+    )
+
+
+def test_a_waiting_job_shows_its_newest_transaction_and_completes_with_the_mined_one() -> None:
+    job, t0 = uuid.uuid4(), datetime(2026, 12, 1, tzinfo=UTC)
+    first, bumped = "0x" + "1" * 64, "0x" + "2" * 64
+    log = [
+        at(t0, BucketRequested(job_id=job, bucket_name="b")),
+        at(t0 + timedelta(seconds=1), BucketProcessing(job_id=job, bucket_name="b", attempt=1)),
+        at(t0 + timedelta(seconds=2), signed(job, "b", 1, 0, first)),
+    ]
+    state = fold(log)
+    assert state is not None
+    assert (state.status, state.tx_hash, state.attempts) == (JobStatus.PROCESSING, first, 1)
+    log.append(at(t0 + timedelta(seconds=9), signed(job, "b", 1, 1, bumped)))
+    log.append(log[2])  # the first record again, delivered late: the bumped one stays shown
+    state = fold(log)
+    assert state is not None and state.tx_hash == bumped
+    log.append(
+        at(t0 + timedelta(seconds=12), BucketCreated(job_id=job, bucket_name="b", tx_hash=first))
+    )
+    log.append(log[3])  # a record after the outcome changes nothing
+    state = fold(log)
+    assert state is not None
+    assert (state.status, state.tx_hash) == (JobStatus.COMPLETED, first)
 
 
 @given(histories())
@@ -270,7 +332,7 @@ def test_second_created_for_a_name_owned_by_another_job_fails_with_bucket_exists
     assert state.status is JobStatus.FAILED
     assert state.error_code == BUCKET_EXISTS
     assert state.error is not None and str(owner) in state.error
-    assert state.tx_hash is None and state.completed_at is None
+    assert state.tx_hash == pending_hash(second.events) and state.completed_at is None
     assert state.attempts == second.attempts
 
 
@@ -346,6 +408,13 @@ def apply_by_replace(
         return job._replace(
             status=JobStatus.PROCESSING,
             attempts=max(job.attempts, data.attempt),
+            updated_at=touched,
+        )
+    if isinstance(data, BucketTransactionSigned):
+        return job._replace(
+            status=JobStatus.PROCESSING,
+            attempts=max(job.attempts, data.attempt),
+            tx_hash=data.tx_hash if event.time > job.updated_at else job.tx_hash,
             updated_at=touched,
         )
     if isinstance(data, BucketCreated):

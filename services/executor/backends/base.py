@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from services.executor import errors
+
+if TYPE_CHECKING:
+    from services.executor.chain.records import Attempt, Journal
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class CreatedBucket:
     name: str
     bucket_id: str | None = None
     created_at: int | None = None
+    block_number: int | None = None
 
 
 class BackendError(Exception):
@@ -39,5 +44,21 @@ class AkaveBackend(Protocol):
     async def view_bucket(self, name: str) -> ChainBucket | None: ...
 
     async def create_bucket(self, name: str) -> CreatedBucket: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class RecordingBackend(Protocol):
+    """A backend whose creates are signed transactions the job flow records in the log before
+    they are broadcast (`evm`), followed to their outcome however long that takes."""
+
+    async def view_bucket(self, name: str) -> ChainBucket | None: ...
+
+    async def create_bucket(self, name: str, journal: Journal) -> CreatedBucket: ...
+
+    def follow_create(
+        self, attempts: Sequence[Attempt], journal: Journal
+    ) -> Awaitable[CreatedBucket]: ...
 
     async def close(self) -> None: ...

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from eth_abi.abi import decode, encode
@@ -140,11 +141,22 @@ class EvmBackend:
             )
         return _created_or_raise(name, await self.manager.create(name, journal))
 
-    async def resume_create(self, attempts: list[Attempt], journal: Journal) -> CreatedBucket:
+    async def resume_create(self, attempts: Sequence[Attempt], journal: Journal) -> CreatedBucket:
         """A create recorded before a restart, followed to its outcome (nothing new signed)."""
-        return _created_or_raise(
-            attempts[0].bucket_name, await self.manager.resume(attempts, journal)
-        )
+        return await self.follow_create(attempts, journal)
+
+    def follow_create(
+        self, attempts: Sequence[Attempt], journal: Journal
+    ) -> Awaitable[CreatedBucket]:
+        """`resume_create` in two halves: the attempts are tracked by their lane when this
+        returns (raises if they cannot be), the awaitable is the create's result."""
+        outcome = self.manager.follow(attempts, journal)
+        name = attempts[0].bucket_name
+
+        async def result() -> CreatedBucket:
+            return _created_or_raise(name, await asyncio.shield(outcome))
+
+        return result()
 
     async def close(self) -> None:
         """Stop the manager, then the RPC connection. Idempotent, and safe to call at once."""
@@ -171,7 +183,12 @@ def _view_call(name: str, owner: str) -> str:
 
 def _created_or_raise(name: str, outcome: Outcome) -> CreatedBucket:
     if isinstance(outcome, Created):
-        return CreatedBucket(tx_hash=outcome.tx_hash, name=name, bucket_id=outcome.bucket_id)
+        return CreatedBucket(
+            tx_hash=outcome.tx_hash,
+            name=name,
+            bucket_id=outcome.bucket_id,
+            block_number=outcome.block_number,
+        )
     if isinstance(outcome, AlreadyExists):
         raise BackendError(
             f"createBucket reverted with BucketAlreadyExists ({reverts.BUCKET_ALREADY_EXISTS}) "
@@ -182,7 +199,7 @@ def _created_or_raise(name: str, outcome: Outcome) -> CreatedBucket:
     if isinstance(outcome, Reverted):
         raise BackendError(
             f"createBucket reverted with {outcome.error} in {outcome.tx_hash}",
-            code=errors.BACKEND_ERROR,
+            code=errors.revert_code(outcome.error),
             retryable=False,
         )
     assert isinstance(outcome, Refused)

@@ -165,10 +165,15 @@ class Lane:
 
     async def resume(self, attempts: Sequence[Attempt], journal: Journal) -> Outcome:
         """Follow a create's recorded attempts (any nonces) to their outcome, signing nothing
-        new unless every nonce they used is taken by some other transaction.
+        new unless every nonce they used is taken by some other transaction."""
+        return await asyncio.shield(self.follow(attempts, journal))
 
-        Resume every recorded create before the lane signs new ones: the chain's pending count
-        does not show attempts that were recorded but never reached a node."""
+    def follow(self, attempts: Sequence[Attempt], journal: Journal) -> asyncio.Future[Outcome]:
+        """`resume`'s first half, done before it returns: the attempts are tracked (their
+        nonces held) when this returns; the future is their outcome.
+
+        Call it for every recorded create before the lane signs new ones: the chain's pending
+        count does not show attempts that were recorded but never reached a node."""
         create = Create(
             attempts[0].bucket_name, journal, asyncio.get_running_loop().create_future()
         )
@@ -180,6 +185,8 @@ class Lane:
             if tx is not None and tx.create is not None and tx.create.name == create.name:
                 known = {a.tx_hash for a in tx.attempts}
                 tx.attempts.extend(a for a in group if a.tx_hash not in known)
+                if tx.create is not create and not tx.create.future.done():
+                    tx.create.future.cancel()  # its caller is gone (a rebalance): free its slot
                 tx.create = create
             elif tx is not None:
                 raise RuntimeError(
@@ -193,7 +200,7 @@ class Lane:
             self._next = max(self._next or 0, nonce + 1)
         self._slots.take()
         create.future.add_done_callback(lambda _: self._slots.release())
-        return await asyncio.shield(create.future)
+        return create.future
 
     def status(self) -> LaneStatus:
         return LaneStatus(

@@ -66,6 +66,11 @@ class TransactionManager:
 
     async def resume(self, attempts: Sequence[Attempt], journal: Journal) -> Outcome:
         """Follow one create's recorded attempts (from before a restart) to their outcome."""
+        return await asyncio.shield(self.follow(attempts, journal))
+
+    def follow(self, attempts: Sequence[Attempt], journal: Journal) -> asyncio.Future[Outcome]:
+        """`resume` without the wait: the attempts are tracked by their lane when it returns
+        (so it can be done for every recorded create before any new one is signed)."""
         if not attempts:
             raise ValueError("resume needs the recorded attempts of a create")
         signers = {attempt.signer for attempt in attempts}
@@ -77,7 +82,7 @@ class TransactionManager:
             raise LookupError(
                 f"attempts signed by {signer}, a key not in this pool: put it back to resolve them"
             )
-        return await lane.resume(attempts, journal)
+        return lane.follow(attempts, journal)
 
     def status(self) -> list[LaneStatus]:
         return [lane.status() for lane in self._lanes.values()]
