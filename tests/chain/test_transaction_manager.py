@@ -408,3 +408,24 @@ def test_the_nodes_refusals_are_read_as_the_manager_needs(harness: Harness) -> N
     assert refusal(self_transfer(chain, nonce, 8 * base_fee)) is SendVerdict.MAYBE_SENT  # too low
     chain.set_balance(ADDRESS, 0)
     assert refusal(self_transfer(chain, nonce + 1, 4 * base_fee)) is SendVerdict.INSUFFICIENT_FUNDS
+
+
+async def test_an_attempt_the_journal_refused_is_never_sent_and_the_next_create_takes_its_nonce(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager()
+    start = harness.chain.nonce(ADDRESS)
+    refused: list[Attempt] = []
+
+    async def log_down(attempt: Attempt) -> None:
+        refused.append(attempt)
+        raise OSError("the log did not take the record")
+
+    with pytest.raises(OSError):
+        await manager.create("unrecorded", log_down)
+    assert harness.chain.rpc("eth_getTransactionByHash", refused[0].tx_hash) is None
+    outcome = await asyncio.wait_for(manager.create("recorded", harness.journal), 20)
+    assert isinstance(outcome, Created)
+    assert harness.journal.of("recorded")[0].nonce == refused[0].nonce == start
+    assert harness.chain.nonce(ADDRESS) == start + 1  # the nonce reused: no gap to fill
+    assert harness.create_logs() == Counter({bucket_id("recorded"): 1})

@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
+from services.executor.attempt_records import recorded_attempt, signed_event
+from services.executor.chain.records import Attempt
 from services.executor.ledger import PartitionLedger
 from shared.events import (
     BucketCreated,
@@ -231,3 +233,38 @@ def test_attempts_used_is_zero_for_unknown_and_finished_jobs() -> None:
     ledger.observe(processing(job, "alpha", 2), offset=1)
     ledger.observe(failed(job, "alpha", attempts=2), offset=2)
     assert ledger.attempts_used(job) == 0
+
+
+def signed(job: uuid.UUID, name: str, nonce: int, fee: int) -> Event:
+    attempt = Attempt(
+        signer="0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",  # anvil's public dev account 0
+        chain_id=31337,
+        nonce=nonce,
+        tx_hash="0x" + f"{nonce:032x}{fee:032x}",
+        raw="0x02f8" + f"{fee:04x}",
+        max_fee_per_gas=fee,
+        max_priority_fee_per_gas=1,
+        gas=300_000,
+        bucket_name=name,
+    )
+    return at(signed_event(job, 1, attempt, replacement=fee > 1))
+
+
+def test_recorded_transactions_are_kept_in_log_order_once_each_until_the_job_ends() -> None:
+    ledger = PartitionLedger()
+    job, other = uuid.uuid4(), uuid.uuid4()
+    ledger.observe(requested(job, "kept"))
+    ledger.observe(processing(job, "kept", 1))
+    first, bumped = signed(job, "kept", 4, 1), signed(job, "kept", 4, 2)
+    for event in (first, bumped, first, requested(other, "other")):  # `first` redelivered
+        ledger.observe(event)
+    attempts = ledger.signed_attempts(job)
+    assert [a.tx_hash for a in attempts] == [first.data.tx_hash, bumped.data.tx_hash]
+    assert attempts[0] == recorded_attempt(first.data)  # type: ignore[arg-type]
+    assert (attempts[1].nonce, attempts[1].max_fee_per_gas, attempts[1].raw) == (4, 2, "0x02f80002")
+    assert ledger.unfinished[job].tx_hash == bumped.data.tx_hash
+    assert ledger.signed_attempts(other) == []
+    ledger.observe(created(job, "kept"))
+    assert ledger.signed_attempts(job) == [] and job not in ledger.unfinished
+    ledger.observe(signed(job, "kept", 5, 1))  # late: the job is over
+    assert ledger.signed_attempts(job) == []

@@ -6,6 +6,7 @@ Seams for the executor's job flow:
   broadcast); the job flow turns attempts into events.
 - `TransactionManager.create(name, journal)`: sign, record, broadcast, follow to an `Outcome`.
 - `TransactionManager.resume(attempts, journal)`: after a restart, follow a job's recorded
-  attempts to their outcome, never signing a new create while one of them could be mined.
+  attempts to their outcome, never signing a new create while one of them could be mined;
+  `follow(attempts, journal)` holds their nonces at once and returns the outcome's future.
 - `TransactionManager.status()`: one `LaneStatus` per key, for /health.
 """

@@ -133,6 +133,7 @@ class Lane:
         self._allocation = asyncio.Lock()
         self._next: int | None = None
         self._reserved: set[int] = set()
+        self._free: set[int] = set()  # allocated, never recorded: taken again before new ones
         self._txs: dict[int, InFlight] = {}
         self._funded = asyncio.Event()
         self._funded.set()
@@ -236,8 +237,13 @@ class Lane:
         attempt = await self._allocate_and_sign(create.name)
         try:
             await create.journal(attempt)
+        except BaseException:
+            # Unrecorded, so never sent: the next create takes the nonce (or, if none comes
+            # before the next block, a gap filler).
+            self._free.add(attempt.nonce)
+            raise
         finally:
-            self._reserved.discard(attempt.nonce)  # if unrecorded: a gap the filler may take
+            self._reserved.discard(attempt.nonce)
         tx = InFlight(attempt.nonce, create, [attempt])
         self._txs[attempt.nonce] = tx
         create.nonces.add(attempt.nonce)
@@ -246,8 +252,14 @@ class Lane:
     async def _allocate_and_sign(self, name: str) -> Attempt:
         async with self._allocation:
             pending = await self._pending_count(required=self._next is None)
-            nonce = max(self._next or 0, pending or 0)
-            self._next = nonce + 1
+            floor = pending or 0
+            self._free = {n for n in self._free if n >= floor and n not in self._txs}
+            if self._free:
+                nonce = min(self._free)
+                self._free.discard(nonce)
+            else:
+                nonce = max(self._next or 0, pending or 0)
+                self._next = nonce + 1
             self._reserved.add(nonce)
         try:
             base_fee = await self._base_fee()
