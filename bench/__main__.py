@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only accept,e2e,executor,replay]`: the whole suite, on a
+"""`python -m bench [--quick] [--only accept,metrics,e2e,executor,chain,replay]`: the whole suite, on a
 broker and a database of its own (the replay benchmark, `bench.replay`, brings its own).
 Figures go to `.local/bench/results-<time>.json`, tables to stdout, and with matplotlib
 installed (`pip install -e '.[bench]'`) the latency plot to `.local/bench/`.
@@ -14,10 +14,10 @@ import sys
 import time
 from typing import Any
 
-from bench import accept, e2e, executor, metrics_cost
+from bench import accept, chain, e2e, executor, metrics_cost
 from bench.infra import OUT, REPO, infra, load
 
-SUITES = ("accept", "metrics", "e2e", "executor", "replay")
+SUITES = ("accept", "metrics", "e2e", "executor", "chain", "replay")
 
 
 def memory(results: dict[str, Any]) -> list[str]:
@@ -38,6 +38,12 @@ def memory(results: dict[str, Any]) -> list[str]:
             f"| executor | {run['processes']}, executor(s), concurrency {run['concurrency']} "
             f"(largest process) | {run['executor_peak_rss_mib']:.0f} |"
         )
+    for run in results.get("chain", {}).get("runs", []):
+        for name, mib in run["peak_rss_mib"].items():
+            lines.append(
+                f"| chain, {run['in_flight']} in flight, {run['keys']} key(s) | {name} "
+                f"| {mib:.0f} |"
+            )
     return lines
 
 
@@ -69,6 +75,9 @@ def main() -> None:
         if "executor" in chosen:
             results["executor"] = executor.bench(bench_infra, quick=args.quick)
             print("\n".join(executor.table(results["executor"])), "\n", flush=True)
+        if "chain" in chosen:
+            results["chain"] = chain.bench(bench_infra, quick=args.quick)
+            print("\n".join(chain.table(results["chain"])), "\n", flush=True)
     print("\n".join(memory(results)), "\n")
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"results-{stamp}.json"

@@ -19,11 +19,16 @@ from shared.events import decode
 from shared.kafka import make_consumer
 from shared.settings import Settings
 
+SIGNED = "BucketTransactionSigned"
 
-async def _stages(settings: Settings, jobs: dict[str, list[float]]) -> dict[str, Any]:
+
+async def stages(settings: Settings, jobs: dict[str, list[float]]) -> dict[str, Any]:
     """Split each completed job's latency by the log's record times (producer clocks, ms):
     due -> request appended (api), -> processing appended and -> created appended (executor),
-    -> seen completed in bucket_jobs (projector, plus at most one 5 ms poll)."""
+    -> seen completed in bucket_jobs (projector, plus at most one poll). Where the job's
+    first transaction was recorded (BucketTransactionSigned, the evm backend), the executor's
+    part splits further: processing -> signed (waiting for a slot, signing, the record's
+    append) and signed -> created (the chain, and reading its receipt)."""
     topic = settings.bucket_events_topic
     consumer = make_consumer(settings)
     await consumer.start()
@@ -38,12 +43,17 @@ async def _stages(settings: Settings, jobs: dict[str, list[float]]) -> dict[str,
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
                     event = decode(record.value)
-                    times.setdefault(str(event.data.job_id), {})[event.type] = (
-                        record.timestamp / 1000
-                    )
+                    job = times.setdefault(str(event.data.job_id), {})
+                    if event.type == SIGNED:  # the first attempt; replacements come later
+                        job.setdefault(event.type, record.timestamp / 1000)
+                    else:
+                        job[event.type] = record.timestamp / 1000
     finally:
         await consumer.stop()
-    steps = {"api": [], "executor_pickup": [], "executor_chain": [], "projector": []}
+    steps: dict[str, list[float]] = {
+        "api": [], "executor_pickup": [], "executor_chain": [], "projector": [],
+        "executor_sign": [], "chain": [],
+    }  # fmt: skip
     for job_id, (due, seen) in jobs.items():
         t = times.get(job_id, {})
         if {"BucketRequested", "BucketProcessing", "BucketCreated"} <= t.keys():
@@ -51,6 +61,9 @@ async def _stages(settings: Settings, jobs: dict[str, list[float]]) -> dict[str,
             steps["executor_pickup"].append(t["BucketProcessing"] - t["BucketRequested"])
             steps["executor_chain"].append(t["BucketCreated"] - t["BucketProcessing"])
             steps["projector"].append(seen - t["BucketCreated"])
+            if SIGNED in t:
+                steps["executor_sign"].append(t[SIGNED] - t["BucketProcessing"])
+                steps["chain"].append(t["BucketCreated"] - t[SIGNED])
     out: dict[str, Any] = {}
     for step, values in steps.items():
         values.sort()
@@ -94,7 +107,7 @@ def one_rate(infra: Infra, *, quick: bool, rate: float, concurrency: int) -> dic
         figures = run.open_loop(
             services.base_url + "/buckets", rate, seconds, "e2e", complete_dsn=dsn, dump_jobs=True
         )
-        figures["stages"] = asyncio.run(_stages(settings, figures.pop("jobs", {})))
+        figures["stages"] = asyncio.run(stages(settings, figures.pop("jobs", {})))
         cpu1 = services.cpu()
         kafka1 = _kafka_cpu(infra)
         services.sample_rss()
