@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.executor import errors
+from services.executor import errors, spans
 from services.executor.backends.base import AkaveBackend, BackendError, ChainBucket
 from services.executor.transactions import TransactionGate
 from shared.bucket_names import name_problem
@@ -60,7 +60,8 @@ class JobRunner:
         while True:
             attempt += 1
             try:
-                outcome = await self._attempt(job, attempt, owner_of, may_create=True, emit=emit)
+                with spans.attempt(attempt):
+                    outcome = await self._attempt(job, attempt, owner_of, True, emit)
             except TimeoutError:
                 error = BackendError(
                     f"a chain call of attempt {attempt} ran past {self._attempt_timeout:g} s "
@@ -98,7 +99,8 @@ class JobRunner:
         """A job resumed after a crash with every attempt spent: no new transaction, but a
         bucket that the interrupted attempt did create is still adopted."""
         try:
-            return await self._attempt(job, attempts, owner_of, may_create=False)
+            with spans.attempt(attempts):
+                return await self._attempt(job, attempts, owner_of, may_create=False)
         except Exception as exc:  # whatever stops the last look, the job is over
             if isinstance(exc, BackendError) and exc.code == errors.ATTEMPTS_EXHAUSTED:
                 message = str(exc)
@@ -130,7 +132,7 @@ class JobRunner:
         if existing is None and may_create:
             try:
                 created = await self._gate.send(
-                    lambda: self._backend.create_bucket(name), timeout=self._attempt_timeout
+                    lambda: spans.create_bucket(self._backend, name), timeout=self._attempt_timeout
                 )
             except BackendError as exc:
                 if exc.code != errors.BUCKET_ALREADY_ON_CHAIN:
@@ -168,7 +170,8 @@ class JobRunner:
 
     async def _view(self, name: str) -> ChainBucket | None:
         async with asyncio.timeout(self._attempt_timeout):
-            return await self._backend.view_bucket(name)
+            with spans.view_bucket(name):
+                return await self._backend.view_bucket(name)
 
     def _failed(self, job: Job, error: str, code: str, attempt: int) -> EventData:
         return self._event(job, BucketFailed, error=error, error_code=code, attempts=attempt)
