@@ -16,6 +16,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 
 from services.executor.backends.base import AkaveBackend, CreatedBucket
+from shared.events import normalise_tx_hash
 from shared.tracing import span
 
 JOB_ID = "akave.job_id"
@@ -47,7 +48,7 @@ def view_bucket(name: str) -> Iterator[Span]:
 async def create_bucket(backend: AkaveBackend, name: str) -> CreatedBucket:
     with span("chain.create_bucket", attributes={BUCKET_NAME: name}, kind=SpanKind.CLIENT) as s:
         created = await backend.create_bucket(name)
-        s.set_attribute(TX_HASH, created.tx_hash)
+        s.set_attribute(TX_HASH, normalise_tx_hash(created.tx_hash))  # as the events show it
         if created.bucket_id is not None:
             s.set_attribute(BUCKET_ID, created.bucket_id)
         return created
