@@ -1,5 +1,5 @@
-"""`python -m bench [--quick] [--only accept,metrics,e2e,executor,chain,replay]`: the whole suite, on a
-broker and a database of its own (the replay benchmark, `bench.replay`, brings its own).
+"""`python -m bench [--quick] [--only accept,metrics,e2e,executor,chain,replay]`: the suite,
+on a broker and a database of its own (the replay benchmark, `bench.replay`, brings its own).
 Figures go to `.local/bench/results-<time>.json`, tables to stdout, and with matplotlib
 installed (`pip install -e '.[bench]'`) the latency plot to `.local/bench/`.
 """

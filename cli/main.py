@@ -20,6 +20,16 @@ from shared.settings import Settings
 
 
 def _service(name: str, settings: Settings) -> None:
+    from shared.tracing import start_tracing
+
+    stop_tracing = start_tracing(settings, name)
+    try:
+        _run_service(name, settings)
+    finally:
+        stop_tracing()  # exports the spans still buffered
+
+
+def _run_service(name: str, settings: Settings) -> None:
     from shared.lifecycle import run_service
 
     if name == "executor":

@@ -14,6 +14,7 @@ from aiokafka.partitioner import murmur2
 
 from shared.events import CONTENT_TYPE_HEADER, Event, encode, record_key
 from shared.settings import Settings
+from shared.tracing import record_headers
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,9 @@ class Appender:
         return meta.partition, meta.offset
 
     async def append(self, topic: str, event: Event) -> tuple[int, int]:
-        return await self.send(topic, encode(event), record_key(event), [CONTENT_TYPE_HEADER])
+        """Write one event; inside a span its record carries the span's `traceparent`."""
+        headers = [CONTENT_TYPE_HEADER, *record_headers()]
+        return await self.send(topic, encode(event), record_key(event), headers)
 
     async def partitions_for(self, topic: str) -> list[int]:
         producer = await self._ready()

@@ -1,7 +1,8 @@
 """Structured logs: one JSON object a line in production, `key=value` lines in a terminal.
 
-Fields passed with `extra=` (job_id, bucket_name, ...) become top-level keys. Any secret
-registered with `configure_logging(secrets=...)` is masked in every record, whatever logs it.
+Fields passed with `extra=` (job_id, bucket_name, ...) become top-level keys; inside a span
+(shared/tracing.py) so do `trace_id` and `span_id`. Any secret registered with
+`configure_logging(secrets=...)` is masked in every record, whatever logs it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from shared.tracing import current_ids
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -94,9 +97,20 @@ class SecretMask(logging.Filter):
         return True
 
 
+class TraceIds(logging.Filter):
+    """Adds `trace_id` and `span_id` to a record logged while a span is current."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
+        return True
+
+
 def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.addFilter(TraceIds())
     handler.addFilter(SecretMask(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -113,6 +113,8 @@ class WebhookDelivery(Base):
         DateTime(timezone=True), nullable=False, server_default=text("now()")
     )
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the W3C traceparent of the event's record: its POST is a span of the job's trace
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
     __table_args__ = (
         Index(

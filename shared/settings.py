@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
 
+    # Traces (OpenTelemetry, shared/tracing.py): the standard OTel variables. Export over
+    # OTLP/HTTP is on only when the endpoint is set; the SDK reads the other OTEL_* itself.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_sdk_disabled: bool = False
+
     @field_validator(
         "akave_private_key",
         "akave_private_key_file",
@@ -142,6 +147,7 @@ class Settings(BaseSettings):
         "chain_id",
         "api_keys_file",
         "sim_database_url",
+        "otel_exporter_otlp_endpoint",
         mode="before",
     )
     @classmethod

@@ -24,6 +24,7 @@ from services.api.webhook_store import WebhookStore
 from shared.db import make_engine, make_sessionmaker
 from shared.log_setup import configure_logging
 from shared.settings import Settings
+from shared.tracing import start_tracing, tracing_on
 from shared.webhook_targets import parse_deny_list
 
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not logging.getLogger().handlers:  # a uvicorn worker process starts unconfigured
         configure_logging(settings.log_level, settings.log_format)
     parse_deny_list(settings.webhook_deny_targets)  # a bad entry stops start-up, not a request
+    stop_tracing = start_tracing(settings, "api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.event_log.close()
             await engine.dispose()
             await locks.dispose()
+            stop_tracing()
 
     app = FastAPIOffline(  # /docs and /redoc with their assets served from here, not a CDN
         static_url=DOCS_ASSETS_URL,
@@ -74,6 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(bench_noop.router)
     install_protections(app, settings)
     http_metrics.install(app, settings)
+    if tracing_on(settings):  # off, not even the middleware: the accept path pays nothing
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="/health,/metrics", exclude_spans=["receive", "send"]
+        )
     return app
 
 

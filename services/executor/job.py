@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from services.executor import spans
 from services.executor.attempt_records import signed_event
 from services.executor.backends.base import (
     AkaveBackend,
@@ -99,7 +100,8 @@ class JobRunner:
         while True:
             attempt += 1
             try:
-                outcome = await self._attempt(job, attempt, owner_of, may_create=True, emit=emit)
+                with spans.attempt(attempt):
+                    outcome = await self._attempt(job, attempt, owner_of, True, emit)
             except TimeoutError:
                 error = BackendError(
                     f"a chain call of attempt {attempt} ran past {self._attempt_timeout:g} s "
@@ -137,7 +139,8 @@ class JobRunner:
         """A job resumed after a crash with every attempt spent: no new transaction, but a
         bucket that the interrupted attempt did create is still adopted."""
         try:
-            return await self._attempt(job, attempts, owner_of, may_create=False)
+            with spans.attempt(attempts):
+                return await self._attempt(job, attempts, owner_of, may_create=False)
         except Exception as exc:  # whatever stops the last look, the job is over
             if isinstance(exc, BackendError) and exc.code == error_codes.ATTEMPTS_EXHAUSTED:
                 message = str(exc)
@@ -172,7 +175,8 @@ class JobRunner:
         if existing is None and may_create:
             try:
                 created = await self._gate.send(
-                    lambda: self._backend.create_bucket(name), timeout=self._attempt_timeout
+                    lambda: spans.create_bucket(name, self._backend.create_bucket(name)),
+                    timeout=self._attempt_timeout,
                 )
             except BackendError as exc:
                 if exc.code != error_codes.BUCKET_ALREADY_ON_CHAIN:
@@ -201,8 +205,11 @@ class JobRunner:
         signed: list[Attempt] = []
         await self.creates_open.wait()
         try:
-            created = await self._recording.create_bucket(
-                job.bucket_name, self._journal(job, attempt, emit, signed)
+            created = await spans.create_bucket(
+                job.bucket_name,
+                self._recording.create_bucket(
+                    job.bucket_name, self._journal(job, attempt, emit, signed)
+                ),
             )
         except Exception as exc:
             if not signed:
@@ -291,7 +298,8 @@ class JobRunner:
         while True:
             try:
                 async with asyncio.timeout(self._attempt_timeout):
-                    return await self._backend.view_bucket(name)
+                    with spans.view_bucket(name):
+                        return await self._backend.view_bucket(name)
             except (TimeoutError, BackendError) as exc:
                 unreachable = isinstance(exc, TimeoutError) or (
                     exc.code == error_codes.BACKEND_UNAVAILABLE

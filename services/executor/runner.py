@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from opentelemetry.context import Context
 from prometheus_client import CollectorRegistry
 
+from services.executor import spans
 from services.executor.backends import AkaveBackend, open_backend
 from services.executor.backends.evm import EvmBackend
 from services.executor.chain.fence import UNFENCED, SignerFence
@@ -33,6 +36,7 @@ from shared.db import make_engine
 from shared.events import EventData, new_event
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
+from shared.tracing import context_from_headers
 
 log = logging.getLogger(__name__)
 SOURCE = "/akave-gateway/executor"
@@ -49,6 +53,8 @@ class _Partition:
         self.catch_up_to: int | None = catch_up_to
         self.committed = committed
         self.jobs: set[asyncio.Task[None]] = set()
+        # unfinished jobs' trace contexts, from their BucketRequested records' headers
+        self.trace_parents: dict[uuid.UUID, Context] = {}
 
     @property
     def live(self) -> bool:
@@ -156,6 +162,10 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         for record, event in batch.read(records):
             part.tracker.consumed(record.offset)
             is_new_job = part.ledger.observe(event, record.offset)
+            if is_new_job and (parent := context_from_headers(record.headers)) is not None:
+                part.trace_parents[event.job_id] = parent
+            elif event.job_id in part.ledger.finished:
+                part.trace_parents.pop(event.job_id, None)
             if is_new_job and part.live:
                 state = part.ledger.unfinished[event.job_id]
                 self._submit(
@@ -195,9 +205,13 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _submit(self, part: _Partition, job: Job, offset: int) -> None:
         part.tracker.started(offset)
+        parent = part.trace_parents.pop(job.job_id, None)
 
         async def work() -> None:
-            await self._runner.run(job, lambda data: self._emit(part, data), part.ledger.owners.get)
+            with spans.job(job.job_id, job.bucket_name, parent):
+                await self._runner.run(
+                    job, lambda data: self._emit(part, data), part.ledger.owners.get
+                )
 
         def done(task: asyncio.Task[None]) -> None:
             part.jobs.discard(task)

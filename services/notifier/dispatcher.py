@@ -17,6 +17,7 @@ from services.notifier.backoff import Verdict, retry_delay
 from services.notifier.sender import attempt
 from shared import metrics
 from shared.settings import Settings
+from shared.tracing import context_from_traceparent, span
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,19 @@ class Dispatcher:
 
     async def _deliver(self, claimed: store.Claimed) -> None:
         settings = self._settings
-        outcome = await attempt(self._client, claimed, settings)
+        # a span of the job's trace; the POST under it (httpx instrumentation) sends its own
+        # traceparent to the receiver
+        with span(
+            "notifier.deliver",
+            context_from_traceparent(claimed.traceparent),
+            {
+                "akave.delivery_id": str(claimed.id),
+                "akave.event_id": claimed.event_id,
+                "akave.delivery_attempt": claimed.attempt,
+            },
+        ) as delivering:
+            outcome = await attempt(self._client, claimed, settings)
+            delivering.set_attribute("akave.delivery_verdict", outcome.verdict.value)
         status, retry_in = outcome.verdict.value, None
         if outcome.verdict is Verdict.RETRY:
             if claimed.attempt >= settings.webhook_max_attempts:

@@ -21,6 +21,7 @@ from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record, sort
 from shared.kafka import Appender
 from shared.lifecycle import wait_or_stop
 from shared.settings import Settings
+from shared.tracing import traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,13 @@ class Intake:
 
     async def _handle(self, fetched: dict[TopicPartition, list[Record]]) -> None:
         decoded, batch = sort_batch(r for records in fetched.values() for r in records)
-        events = [event for _, event in decoded if event.type in store.NOTIFIED_TYPES]
+        notified = [(r, e) for r, e in decoded if e.type in store.NOTIFIED_TYPES]
+        events = [event for _, event in notified]
+        traceparents = {e.id: tp for r, e in notified if (tp := traceparent_of(r.headers))}
         new = 0
         if events:
             async with self._sessions() as session, session.begin():
-                new = await store.record_deliveries(session, events)
+                new = await store.record_deliveries(session, events, traceparents)
         await self._dead_letters.park_all(batch.malformed)
         self.stats.count(batch, sum(len(records) for records in fetched.values()))
         if new:

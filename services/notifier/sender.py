@@ -13,6 +13,7 @@ from services.notifier.backoff import Verdict, retry_after_seconds, verdict
 from services.notifier.store import Claimed
 from shared.errors import TargetRefused, TargetUnresolvable
 from shared.settings import Settings
+from shared.tracing import tracing_on
 from shared.webhook_signing import signed_headers
 from shared.webhook_targets import check_target
 
@@ -26,13 +27,19 @@ class Attempt:
 
 
 def make_client(settings: Settings) -> httpx.AsyncClient:
-    """Redirects are not followed (a redirect could lead anywhere, the gateway included)."""
-    return httpx.AsyncClient(
+    """Redirects are not followed (a redirect could lead anywhere, the gateway included).
+    With tracing on, each POST is a client span and carries its `traceparent` header."""
+    client = httpx.AsyncClient(
         timeout=httpx.Timeout(settings.webhook_timeout_s),
         follow_redirects=False,
         limits=httpx.Limits(max_connections=settings.notifier_concurrency),
         trust_env=False,
     )
+    if tracing_on(settings):
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        HTTPXClientInstrumentor.instrument_client(client)
+    return client
 
 
 async def attempt(client: httpx.AsyncClient, claimed: Claimed, settings: Settings) -> Attempt:

@@ -8,6 +8,7 @@ a delivery whose notifier died mid-request is picked up again when its lease run
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,9 +51,12 @@ async def active_subscriptions(session: AsyncSession) -> list[Subscription]:
     return [Subscription(r.id, frozenset(r.event_types), r.created_at) for r in rows]
 
 
-async def record_deliveries(session: AsyncSession, events: list[Event]) -> int:
-    """Insert one pending delivery per (event, subscription that wants it), if absent.
-    Returns how many are new."""
+async def record_deliveries(
+    session: AsyncSession, events: list[Event], traceparents: Mapping[str, str] | None = None
+) -> int:
+    """Insert one pending delivery per (event, subscription that wants it), if absent, with
+    the event's traceparent (by event id) when its record had one. Returns how many are new."""
+    traceparents = traceparents or {}
     subscriptions = await active_subscriptions(session)
     rows = [
         {
@@ -65,6 +69,7 @@ async def record_deliveries(session: AsyncSession, events: list[Event]) -> int:
             "payload": encode(event).decode(),
             "status": "pending",
             "next_attempt_at": text("now()"),
+            "traceparent": traceparents.get(event.id),
         }
         for event in events
         if event.type in NOTIFIED_TYPES
@@ -92,6 +97,7 @@ class Claimed:
     attempt: int
     url: str
     secret: str
+    traceparent: str | None = None
 
 
 async def oldest_due_age_s(session: AsyncSession) -> float:
@@ -135,7 +141,8 @@ async def claim_due(
                 updated_at = now()
             FROM due, webhook_subscriptions s
             WHERE d.id = due.id AND s.id = d.subscription_id
-            RETURNING d.id, d.subscription_id, d.event_id, d.payload, d.attempts, s.url, s.secret
+            RETURNING d.id, d.subscription_id, d.event_id, d.payload, d.attempts, s.url, s.secret,
+                      d.traceparent
             """
         ),
         {"max": max_attempts, "limit": limit, "lease": lease_s},

@@ -26,6 +26,7 @@ from shared.db import make_engine, make_sessionmaker
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.lifecycle import wait_or_stop
 from shared.settings import Settings
+from shared.tracing import context_from_headers, link_distinct_traces, span
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 continue
             batch_started = time.perf_counter()
             try:
-                async with sessions() as session, session.begin():
-                    outcome = await project(session, dead_letters, topic, records, positions)
+                # One span per batch, linked to each job's trace: a batch is many jobs' write.
+                with span("projector.write_batch", attributes={"akave.records": len(records)}) as s:
+                    link_distinct_traces(s, (context_from_headers(r.headers) for r in records))
+                    async with sessions() as session, session.begin():
+                        outcome = await project(session, dead_letters, topic, records, positions)
             except (SQLAlchemyError, KafkaError, OSError) as exc:
                 log.warning("projection batch failed; retrying", extra={"error": str(exc)})
                 for tp in fetched:

@@ -6,6 +6,7 @@ import io
 import logging
 import secrets
 
+import orjson
 import pytest
 
 from shared.log_setup import ConsoleFormatter, JsonFormatter, SecretMask
@@ -42,3 +43,26 @@ def test_key_is_masked_in_message_args_extras_and_tracebacks(
 def test_without_secrets_records_pass_unchanged() -> None:
     record = logging.LogRecord("x", logging.INFO, "", 0, "hello %s", ("world",), None)
     assert SecretMask([]).filter(record) and record.getMessage() == "hello world"
+
+
+def test_a_line_logged_inside_a_span_carries_its_trace_and_span_ids() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from shared.log_setup import TraceIds
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(TraceIds())
+    logger = logging.getLogger("test-trace-ids")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.info("outside")
+    with TracerProvider().get_tracer("test").start_as_current_span("job") as span:
+        logger.info("inside")
+    outside, inside = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert "trace_id" not in outside and "span_id" not in outside
+    context = span.get_span_context()
+    assert inside["trace_id"] == f"{context.trace_id:032x}"
+    assert inside["span_id"] == f"{context.span_id:016x}"
