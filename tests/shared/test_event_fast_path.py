@@ -119,6 +119,8 @@ def test_every_type_and_optional_field_shape_decodes_identically() -> None:
     }
     datas: list[tuple[str, dict[str, Any]]] = [
         ("BucketRequested", {}),
+        ("BucketRequested", {"retry_of": None}),
+        ("BucketRequested", {"retry_of": str(uuid.uuid4())}),
         ("BucketProcessing", {"attempt": 1}),
         ("BucketCreated", {}),
         ("BucketCreated", {"tx_hash": None, "adopted": True}),
@@ -271,8 +273,10 @@ def data_fields(draw: st.DrawFn) -> dict[str, Any]:
         "adopted": st.booleans(),
         "error": st.text(max_size=5),
         "error_code": st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True),
+        "retry_of": st.none() | st.uuids().map(str),
     }
     others = {
+        "retry_of": st.uuids().map(lambda u: u.hex.upper()) | st.just("not-a-uuid"),
         "tx_hash": HEX64.flatmap(
             lambda h: st.sampled_from(["0x", "0X", "", " 0x"]).map(lambda p: p + h)
         ),
@@ -380,4 +384,4 @@ def test_the_fast_path_was_written_for_these_exact_models() -> None:
 
 # Last reviewed change: `BucketCreated.tx_hash` gained a published pattern (json_schema_extra
 # only, for contracts/; pydantic does not enforce it, and the validator still normalises).
-FINGERPRINT = "51d6dd8e9da68f137218b085eed14bb593d34ad9796fd30cd66763ee0a0dd5b3"
+FINGERPRINT = "13d5afe29bb08afd9b703ef89d2d41c267ec9df3dd87e00f322846c38b9a4ae6"
