@@ -1,5 +1,8 @@
 """Parked records: list what the consumers parked on the dead-letter topic, and redrive them.
 
+The logic behind `akave-gateway parked` (`cli/parked.py`) and the operator console's parked
+records page: one implementation of each step.
+
 A record is parked (`shared/dead_letter.py`) once per consumer that could not read it, and
 again on a replay, so the dead-letter topic holds several copies of one original record. Here
 the copies are grouped by their origin (`dlq.original.topic/partition/offset`): one entry per
@@ -16,8 +19,6 @@ appends one more copy, which the consumers take as the duplicate it is (at-least
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,13 +82,13 @@ class Parked:
             },
             "consumers": self.consumers,
             "errors": self.errors,
-            "key": _text(self.key),
+            "key": key_text(self.key),
             "value_preview": preview(self.value),
             "redriven_to": self.redriven_to,
         }
 
 
-def _text(raw: bytes | None) -> str | None:
+def key_text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", errors="replace")
 
 
@@ -232,58 +233,3 @@ async def redrive(settings: Settings, chosen: Sequence[Parked], dry_run: bool) -
     finally:
         await appender.stop()
     return outcomes
-
-
-# Command line ---------------------------------------------------------------------------------
-
-
-def format_list(entries: Sequence[Parked]) -> str:
-    if not entries:
-        return "no parked records"
-    lines = []
-    for e in entries:
-        state = f"redriven to {e.redriven_to}" if e.redriven_to else "parked"
-        copies = ", ".join(f"{p}:{o}" for p, o in sorted(e.copies))
-        lines.append(f"{e.id}  {e.origin}  by {','.join(e.consumers)}  {state}")
-        lines.append(f"    dlq copies: {copies}")
-        for error in e.errors:
-            lines.append(f"    error: {error[:200]}")
-        lines.append(f"    key:   {_text(e.key)}")
-        lines.append(f"    value: {preview(e.value)}")
-    return "\n".join(lines)
-
-
-def list_command(settings: Settings, as_json: bool) -> int:
-    try:
-        entries = asyncio.run(read_parked(settings))
-    except ParkedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if as_json:
-        print(json.dumps([e.as_json() for e in entries], indent=2))
-    else:
-        print(format_list(entries))
-    return 0
-
-
-def redrive_command(
-    settings: Settings, ids: Sequence[str], everything: bool, dry_run: bool, as_json: bool
-) -> int:
-    async def go() -> list[Outcome]:
-        chosen = select(await read_parked(settings), ids, everything)
-        return await redrive(settings, chosen, dry_run)
-
-    try:
-        outcomes = asyncio.run(go())
-    except ParkedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if as_json:
-        print(json.dumps([o.as_json() for o in outcomes], indent=2))
-    else:
-        for o in outcomes:
-            target = f" -> {o.to}" if o.to else ""
-            print(f"{o.action}: {o.entry.id} ({o.entry.origin}){target}")
-        if not outcomes:
-            print("nothing to redrive")
-    return 0
