@@ -42,8 +42,6 @@ class BucketJob(Base):
             postgresql_where=text("status = 'completed'"),
         ),
         Index("ix_bucket_jobs_completed_at_id", "completed_at", "id"),
-        # A failed job's `retried_by` is the job whose `retry_of` names it.
-        Index("ix_bucket_jobs_retry_of", "retry_of", postgresql_where=text("retry_of IS NOT NULL")),
         # The console's live list of changes reads the latest `updated_at`s.
         Index("ix_bucket_jobs_updated_at", "updated_at"),
     )

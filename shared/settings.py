@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "console"
 
+    # Operator console (/console) and /health (docs/operations.md)
+    console_session_s: int = Field(default=8 * 3600, ge=60)  # the login cookie's lifetime
+    console_list_limit: int = Field(default=50, ge=1, le=1000)  # rows per console table
+    health_max_projector_lag: int = Field(default=1000, ge=0)  # more: /health is "degraded"
+
     @field_validator(
         "akave_private_key",
         "akave_private_key_file",

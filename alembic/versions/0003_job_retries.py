@@ -17,16 +17,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("bucket_jobs", sa.Column("retry_of", postgresql.UUID(as_uuid=True)))
-    op.create_index(
-        "ix_bucket_jobs_retry_of",
-        "bucket_jobs",
-        ["retry_of"],
-        postgresql_where=sa.text("retry_of IS NOT NULL"),
-    )
     op.create_index("ix_bucket_jobs_updated_at", "bucket_jobs", ["updated_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_bucket_jobs_updated_at", table_name="bucket_jobs")
-    op.drop_index("ix_bucket_jobs_retry_of", table_name="bucket_jobs")
     op.drop_column("bucket_jobs", "retry_of")
