@@ -58,6 +58,12 @@ def wait_for(condition: Callable[[], Any], timeout: float = 60, what: str = "") 
     raise AssertionError(f"timed out waiting for {what or condition}")
 
 
+def shown(driver: Any, element_id: str) -> str:
+    """The text of the element once the page shows it (a page may still be loading)."""
+    script = f"const e = document.getElementById('{element_id}'); return e && e.textContent;"
+    return str(wait_for(lambda: driver.execute_script(script), what=f"#{element_id}")).strip()
+
+
 def terminal(stack: Stack, job_id: str) -> dict[str, Any]:
     with api(stack) as http:
 
@@ -102,6 +108,20 @@ def test_the_console_needs_a_key_and_a_read_only_key_cannot_write(stack: Stack) 
         assert bearer.get("/console").status_code == 200
 
 
+def test_a_job_page_shows_its_history_from_the_log(stack: Stack) -> None:
+    name = unique_name("history")
+    with api(stack) as http:
+        job_id = http.post("/buckets", json={"bucket_name": name}).json()["job_id"]
+        terminal(stack, job_id)
+        page = http.get(f"/console/jobs/{job_id}")
+        assert page.status_code == 200, page.text
+        text = page.text
+        assert name in text and "BucketRequested" in text and "BucketCreated" in text, text
+        assert http.get(f"/console/jobs/{uuid.uuid4()}").status_code == 404
+        found = http.get("/console/search", params={"q": name})
+        assert found.status_code == 200 and job_id in found.text
+
+
 @needs_chromium
 def test_a_job_appears_and_completes_live_search_finds_it_and_a_retry_heals_a_failure(
     stack: Stack, tmp_path: Path
@@ -117,6 +137,7 @@ def test_a_job_appears_and_completes_live_search_finds_it_and_a_retry_heals_a_fa
         driver.find_element(By.ID, "key").send_keys(WRITER)
         driver.find_element(By.ID, "login").click()
         wait_for(lambda: driver.current_url.endswith("/console"), what="the overview")
+        shown(driver, "live-state")
         wait_for(
             lambda: driver.find_element(By.ID, "live-state").text == "(live)", what="the stream"
         )
@@ -139,8 +160,8 @@ def test_a_job_appears_and_completes_live_search_finds_it_and_a_retry_heals_a_fa
         search.send_keys(job_id)
         search.submit()
         wait_for(lambda: f"/console/jobs/{job_id}" in driver.current_url, what="the job page")
-        assert driver.find_element(By.ID, "bucket-name").text == name
-        assert driver.find_element(By.ID, "job-status").text == "completed"
+        assert shown(driver, "bucket-name") == name
+        assert shown(driver, "job-status") == "completed"
         types = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#history .event-type")]
         assert types[0] == "BucketRequested" and types[-1] == "BucketCreated", types
         assert "BucketProcessing" in types
@@ -150,6 +171,7 @@ def test_a_job_appears_and_completes_live_search_finds_it_and_a_retry_heals_a_fa
         search.send_keys(name)
         search.submit()
         wait_for(lambda: "/console/search" in driver.current_url, what="the search page")
+        shown(driver, "results")
         assert driver.find_elements(By.CSS_SELECTOR, f"#results #job-{job_id}")
 
         # A failure that heals: the chain says "insufficient funds" once (funds then arrive).
@@ -168,13 +190,14 @@ def test_a_job_appears_and_completes_live_search_finds_it_and_a_retry_heals_a_fa
         failed = terminal(stack, failed_id)
         assert failed["status"] == "failed" and failed["error_code"] == "insufficient_funds"
         driver.get(f"{stack.base_url}/console/jobs/{failed_id}")
+        shown(driver, "retry")
         driver.find_element(By.ID, "retry").click()
         retry_id = str(retry_job_id(uuid.UUID(failed_id)))
         wait_for(lambda: f"/console/jobs/{retry_id}" in driver.current_url, what="the retry")
         driver.execute_script("window.notReloaded = true;")
-        assert driver.find_element(By.ID, "retry-of").text == failed_id
+        assert shown(driver, "retry-of") == failed_id
         wait_for(
-            lambda: driver.find_element(By.ID, "job-status").text == "completed",
+            lambda: shown(driver, "job-status") == "completed",
             what="the retry completed on the page",
         )
         assert driver.execute_script("return window.notReloaded === true;")

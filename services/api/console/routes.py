@@ -21,10 +21,19 @@ from services.api.errors import BucketAlreadyCreated, JobNotFound, LogUnavailabl
 from services.api.job_history import job_history
 from services.api.read_your_writes import find_job
 from shared import parked
+from shared.events import EventData
 from shared.fold import JobStatus
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+def _details(data: EventData) -> str:
+    """An event's own fields, without those the job page shows once."""
+    return data.model_dump_json(exclude={"type", "job_id", "bucket_name"})
+
+
+templates.env.filters["details"] = _details
 # Lanes come from the signer lanes' status table, which is not on main yet: until it is, the
 # console says "no lane data" (docs/operations.md).
 LANES: list[dict[str, Any]] | None = None
