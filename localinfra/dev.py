@@ -85,6 +85,7 @@ def run_dev(settings: Settings, root: Path = CHECKOUT) -> int:
         print(
             f"\nAkave Async Gateway is running (backend: {settings.akave_backend})\n"
             f"  API      http://{settings.api_host}:{settings.api_port}  (docs at /docs)\n"
+            f"  console  http://{settings.api_host}:{settings.api_port}/console\n"
             f"  Kafka    {settings.kafka_bootstrap_servers}\n"
             + (
                 f"  Chain    {settings.chain_rpc_url}  (anvil, chain id {settings.chain_id})\n"

@@ -48,9 +48,13 @@ class _Data(BaseModel):
 
 
 class BucketRequested(_Data):
-    """A client asked for a bucket; the job is born queued."""
+    """A client asked for a bucket; the job is born queued. A retry of a failed job is a new
+    job, requested with `retry_of` naming the failed one (docs/decisions.md, retries)."""
 
     type: Literal["BucketRequested"] = "BucketRequested"
+    retry_of: uuid.UUID | None = Field(
+        default=None, description="the failed job this job retries; null for a client's request"
+    )
 
 
 class BucketProcessing(_Data):
@@ -253,6 +257,17 @@ def _canonical_data(event_type: str, raw: dict[str, Any]) -> EventData | None:
     values: dict[str, Any] = {"job_id": job, "bucket_name": name, "type": event_type}
     given = {"job_id", "bucket_name"}
     if event_type == "BucketRequested":
+        retry_of = raw.get("retry_of")
+        if retry_of is not None:
+            if type(retry_of) is not str:
+                return None
+            try:
+                retry_of = _UUID.validate_python(retry_of)
+            except ValidationError:
+                return None
+        if "retry_of" in raw:
+            given.add("retry_of")
+        values["retry_of"] = retry_of
         return _validated(BucketRequested, values, given)  # type: ignore[no-any-return]
     if event_type == "BucketProcessing":
         attempt = raw.get("attempt")

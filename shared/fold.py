@@ -54,6 +54,7 @@ class JobState(NamedTuple):
     error: str | None = None
     error_code: str | None = None
     completed_at: datetime | None = None
+    retry_of: uuid.UUID | None = None  # the failed job this one retries
 
 
 def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) -> JobState | None:
@@ -71,6 +72,7 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
                 status=JobStatus.QUEUED,
                 created_at=event.time,
                 updated_at=event.time,
+                retry_of=data.retry_of,
             )
         return None  # an event for a job whose request we never saw: nothing to attach it to
     if job.status in TERMINAL or data.bucket_name != job.bucket_name:
@@ -90,6 +92,7 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
             job.error,
             job.error_code,
             job.completed_at,
+            job.retry_of,
         )
     if isinstance(data, BucketTransactionSigned):
         # Waiting for its outcome, the job shows its newest recorded transaction as pending:
@@ -119,6 +122,7 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
                 f"bucket {job.bucket_name!r} already belongs to job {owner}",
                 BUCKET_EXISTS,
                 job.completed_at,
+                job.retry_of,
             )
         return JobState(
             job.job_id,
@@ -131,6 +135,7 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
             job.error,
             job.error_code,
             event.time,
+            job.retry_of,
         )
     if isinstance(data, BucketFailed):
         return JobState(
@@ -144,5 +149,6 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
             data.error,
             data.error_code,
             job.completed_at,
+            job.retry_of,
         )
     return job  # BucketRequested again: the job already exists

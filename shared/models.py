@@ -40,6 +40,7 @@ class BucketJob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retry_of: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
 
     __table_args__ = (
         Index("ix_bucket_jobs_status", "status"),
@@ -52,6 +53,8 @@ class BucketJob(Base):
             postgresql_where=text("status = 'completed'"),
         ),
         Index("ix_bucket_jobs_completed_at_id", "completed_at", "id"),
+        # The console's live list of changes reads the latest `updated_at`s.
+        Index("ix_bucket_jobs_updated_at", "updated_at"),
     )
 
 

@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     # OTLP/HTTP is on only when the endpoint is set; the SDK reads the other OTEL_* itself.
     otel_exporter_otlp_endpoint: str | None = None
     otel_sdk_disabled: bool = False
+    # Operator console (/console) and /health (docs/operations.md)
+    console_session_s: int = Field(default=8 * 3600, ge=60)  # the login cookie's lifetime
+    console_list_limit: int = Field(default=50, ge=1, le=1000)  # rows per console table
+    health_max_projector_lag: int = Field(default=1000, ge=0)  # more: /health is "degraded"
 
     @field_validator(
         "akave_private_key",

@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 from services.api import errors, http_metrics, openapi_docs
 from services.api.access import DOCS_ASSETS_URL, AccessControl
 from services.api.api_keys import load_key_ring
+from services.api.console.routes import router as console_router
 from services.api.deadline import Deadline
 from services.api.live import JobWatch
 from services.api.log_client import LogClient
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(webhook_router)
+    app.include_router(console_router)
     if settings.bench_noop_route:
         from services.api import bench_noop
 
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def install_protections(app: FastAPI, settings: Settings) -> None:
     """App-wide: header and body size limits, then (outermost) API keys and rate limits."""
     keys = load_key_ring(settings.api_keys, settings.api_keys_file)
+    app.state.keys = keys  # the console's login checks a key against the same ring
     limiter = (
         TokenBuckets(settings.api_rate_limit_per_s, settings.api_rate_limit_burst)
         if keys.enabled and settings.api_rate_limit_per_s > 0

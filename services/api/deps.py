@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, HTTPException, Request, status
 
+from services.api.api_keys import KeyRing
 from services.api.live import JobWatch
 from services.api.log_client import LogClient
 from services.api.read_model import ReadModel
@@ -40,6 +41,11 @@ async def webhook_store(request: Request) -> WebhookStore:
     return store
 
 
+async def key_ring(request: Request) -> KeyRing:
+    keys: KeyRing = request.app.state.keys
+    return keys
+
+
 async def settings(request: Request) -> Settings:
     current: Settings = request.app.state.settings
     return current
@@ -58,6 +64,7 @@ Reads = Annotated[ReadModel, Depends(read_model)]
 Watch = Annotated[JobWatch, Depends(job_watch)]
 Store = Annotated[WebhookStore, Depends(webhook_store)]
 Config = Annotated[Settings, Depends(settings)]
+Keys = Annotated[KeyRing, Depends(key_ring)]
 IdempotencyKey = Annotated[
     str | None,
     Header(

@@ -38,6 +38,18 @@ class IdempotencyKeyReused(ApiError):
         )
 
 
+class JobNotFound(ApiError, LookupError):
+    """No job of that id in the read model."""
+
+
+class NotRetryable(ApiError):
+    """The job may not be retried: 409 (not failed) or 422 (its failure cannot heal)."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+
+
 class BadCursor(ApiError, ValueError):
     """A page cursor this API did not return."""
 
@@ -113,6 +125,14 @@ def install(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(IdempotencyKeyReused)
     async def reused(_: Request, exc: IdempotencyKeyReused) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(JobNotFound)
+    async def not_found(_: Request, exc: JobNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_404_NOT_FOUND)
+
+    @app.exception_handler(NotRetryable)
+    async def not_retryable(_: Request, exc: NotRetryable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
     @app.exception_handler(TargetRefused)
     async def refused_target(_: Request, exc: TargetRefused) -> JSONResponse:

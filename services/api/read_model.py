@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.api.coalesce import Coalescer
@@ -54,11 +54,61 @@ class ReadModel:
             return None if row is None else _job(row)
 
     @bounded
-    async def jobs(self, job_ids: Collection[uuid.UUID]) -> list[Job]:
-        """The jobs among `job_ids` that exist, in no particular order (one query)."""
+    async def watched(
+        self, job_ids: Collection[uuid.UUID], changed_after: datetime | None, limit: int
+    ) -> list[Job]:
+        """In one query: the jobs among `job_ids`, and (when `changed_after` is given) the
+        latest `limit` jobs whose `updated_at` is later. The live poller's one read."""
+        wanted = []
+        if job_ids:
+            wanted.append(BucketJob.id.in_(job_ids))
+        if changed_after is not None:
+            recent = (
+                select(BucketJob.id)
+                .where(BucketJob.updated_at > changed_after)
+                .order_by(BucketJob.updated_at.desc())
+                .limit(limit)
+            )
+            wanted.append(BucketJob.id.in_(recent.scalar_subquery()))
+        if not wanted:
+            return []
         async with self._sessions() as session:
-            rows = await session.scalars(select(BucketJob).where(BucketJob.id.in_(job_ids)))
+            rows = await session.scalars(select(BucketJob).where(or_(*wanted)))
             return [_job(row) for row in rows]
+
+    @bounded
+    async def status_counts(self) -> dict[str, int]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(BucketJob.status, func.count()).group_by(BucketJob.status)
+            )
+            return {status: count for status, count in rows}
+
+    @bounded
+    async def latest(self, limit: int, status: JobStatus | None = None) -> list[Job]:
+        """The `limit` jobs changed last, of `status` if given."""
+        query = select(BucketJob).order_by(BucketJob.updated_at.desc()).limit(limit)
+        if status is not None:
+            query = query.where(BucketJob.status == status.value)
+        async with self._sessions() as session:
+            return [_job(row) for row in await session.scalars(query)]
+
+    @bounded
+    async def jobs_named(self, bucket_name: str, limit: int) -> list[Job]:
+        """The jobs for `bucket_name`, newest first."""
+        query = (
+            select(BucketJob)
+            .where(BucketJob.bucket_name == bucket_name)
+            .order_by(BucketJob.created_at.desc())
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            return [_job(row) for row in await session.scalars(query)]
+
+    async def checkpoints(self) -> dict[int, int]:
+        """The projector's next offset per partition of the topic."""
+        async with self._sessions() as session:
+            return await self._checkpoints(session)
 
     @bounded
     async def owner_of(self, bucket_name: str, held: AsyncSession | None = None) -> Job | None:

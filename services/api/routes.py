@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 from fastapi.responses import JSONResponse
 
-from services.api import intake, live
+from services.api import intake, live, retries
 from services.api.deps import (
     UNAVAILABLE,
     Config,
@@ -18,8 +18,7 @@ from services.api.deps import (
     Watch,
     json_body,
 )
-from services.api.errors import LogUnavailable
-from services.api.lane_health import degraded, lane_health
+from services.api.health import health_report
 from services.api.read_your_writes import find_job
 from services.api.schemas import (
     BucketPage,
@@ -28,7 +27,7 @@ from services.api.schemas import (
     Job,
     JobAccepted,
     Problem,
-    SignerLaneHealth,
+    RetryAccepted,
 )
 
 router = APIRouter()
@@ -69,7 +68,35 @@ async def get_job(job_id: uuid.UUID, event_log: EventLog, reads: Reads, config: 
     job = await find_job(event_log, reads, job_id, config.read_your_writes_timeout_s)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}")
-    return job
+    return await retries.with_retried_by(reads, job)
+
+
+@router.post(
+    "/buckets/jobs/{job_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RetryAccepted,
+    responses={
+        404: {"model": Problem},
+        409: {"model": Problem, "description": "not failed, or another job owns the name"},
+        422: {"model": Problem, "description": "malformed id, or a failure no retry can heal"},
+        **UNAVAILABLE,
+    },
+)
+async def retry_job(
+    job_id: uuid.UUID, response: Response, event_log: EventLog, reads: Reads, config: Config
+) -> RetryAccepted:
+    """Retry a failed job as a new job (`retry_of` = this one); the same call twice gives the
+    same new job."""
+    retry = await retries.retry_job(event_log, reads, job_id, config.idempotency_projection_wait_s)
+    response.headers["Location"] = f"/buckets/jobs/{retry.job_id}"
+    if retry.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return RetryAccepted(
+        job_id=retry.job_id,
+        bucket_name=retry.bucket_name,
+        status=retry.status,
+        retry_of=retry.retry_of,
+    )
 
 
 @router.get(
@@ -112,21 +139,11 @@ async def list_buckets(
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(event_log: EventLog, reads: Reads, config: Config) -> JSONResponse:
-    checks = {"database": "ok", "log": "ok"}
-    lanes: list[SignerLaneHealth] = []
-    try:
-        await reads.ping()
-        lanes = lane_health(await reads.signer_lanes(), config.chain_lane_status_stale_s)
-    except Exception:  # any failure means "down" here; the reason is in the logs
-        checks["database"] = "down"
-    try:
-        await event_log.check()
-    except LogUnavailable:
-        checks["log"] = "down"
-    down = [name for name, state in checks.items() if state != "ok"]
-    lagging = degraded(lanes)
-    said = "down: " + ", ".join(down) if down else "degraded: " + "; ".join(lagging)
-    body = Health(status=said if down or lagging else "ok", checks=checks, lanes=lanes)
-    code = status.HTTP_503_SERVICE_UNAVAILABLE if down else status.HTTP_200_OK
-    headers = {"Retry-After": str(config.retry_after_s)} if down else None
-    return JSONResponse(body.model_dump(mode="json"), status_code=code, headers=headers)
+    """503 when the database or the log is down (the API cannot serve); 200 "degraded" when
+    only the projector is behind by more than HEALTH_MAX_PROJECTOR_LAG (reads are late)."""
+    report = await health_report(
+        event_log, reads, config.health_max_projector_lag, config.chain_lane_status_stale_s
+    )
+    headers = {"Retry-After": str(config.retry_after_s)} if report.down else None
+    code = status.HTTP_503_SERVICE_UNAVAILABLE if report.down else status.HTTP_200_OK
+    return JSONResponse(report.body.model_dump(mode="json"), status_code=code, headers=headers)

@@ -47,6 +47,19 @@ class Job(BaseModel):
     attempts: int
     created_at: datetime
     updated_at: datetime
+    retry_of: uuid.UUID | None = Field(
+        default=None, description="the failed job this job retries (POST .../retry)"
+    )
+    retried_by: uuid.UUID | None = Field(
+        default=None, description="the job that retries this failed one, once it exists"
+    )
+
+
+class RetryAccepted(BaseModel):
+    job_id: uuid.UUID = Field(description="the new job: the retry")
+    bucket_name: str
+    status: JobStatus
+    retry_of: uuid.UUID = Field(description="the failed job it retries")
 
 
 class Bucket(BaseModel):
@@ -78,8 +91,11 @@ class SignerLaneHealth(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
-    checks: dict[str, str]
+    status: str = Field(description='"ok", "degraded: ..." (200) or "down: ..." (503)')
+    checks: dict[str, str] = Field(description="database, log, projector: ok/down/behind")
+    projector_lag: dict[str, int] | None = Field(
+        default=None, description="records the projector has not applied, per partition"
+    )
     lanes: list[SignerLaneHealth] = []
 
 

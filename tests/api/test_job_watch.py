@@ -86,3 +86,53 @@ async def test_many_streams_cost_one_query_per_interval_and_see_each_change(
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM bucket_jobs WHERE id = ANY(:ids)"), {"ids": ids})
         await engine.dispose()
+
+
+async def test_the_live_list_of_changes_shares_the_one_query_and_hands_on_each_state_once(
+    base_settings: Settings,
+) -> None:
+    engine = make_engine(base_settings, pool_size=2)
+    reads = ReadModel(engine, engine, base_settings.bucket_events_topic, 2.0)
+    watch = JobWatch(reads, 0.05, max_streams=10)
+    job_id = uuid.uuid4()
+    name = f"feed-{job_id.hex[:12]}"
+    try:
+        feeds = [watch.follow_changes() for _ in range(3)]
+        await asyncio.sleep(0.3)
+        idle = watch.polls
+        assert 3 <= idle <= 8  # one query per interval for all three lists
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO bucket_jobs (id, bucket_name, status, attempts, created_at,"
+                    " updated_at) VALUES (:id, :name, 'queued', 0, now(), now())"
+                ),
+                {"id": job_id, "name": name},
+            )
+        await asyncio.sleep(0.3)
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE bucket_jobs SET status = 'completed', updated_at = now() WHERE id = :id"
+                ),
+                {"id": job_id},
+            )
+        await asyncio.sleep(0.3)
+        for feed in feeds:
+            seen = []
+            while not feed.changes.empty():
+                change = feed.changes.get_nowait()
+                if change.job_id == job_id:
+                    seen.append(change.status)
+            assert seen == [JobStatus.QUEUED, JobStatus.COMPLETED]  # each state once
+        for feed in feeds:
+            watch.unfollow(feed)
+        await asyncio.sleep(0.2)
+        stopped = watch.polls
+        await asyncio.sleep(0.3)
+        assert watch.polls == stopped
+    finally:
+        await watch.close()
+        async with engine.begin() as conn:
+            await conn.execute(text("DELETE FROM bucket_jobs WHERE id = :id"), {"id": job_id})
+        await engine.dispose()

@@ -146,12 +146,12 @@ async def test_same_idempotency_key_and_body_returns_the_same_job(
 async def test_health_names_each_dependency(stack: Stack, client: httpx.AsyncClient) -> None:
     response = await client.get("/health")
     assert response.status_code == 200
-    # the simulated backend signs nothing: no signer lanes (tests/chain/ covers them)
-    assert response.json() == {
-        "status": "ok",
-        "checks": {"database": "ok", "log": "ok"},
-        "lanes": [],
-    }
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {"database": "ok", "log": "ok", "projector": "ok"}
+    partitions = stack.settings.topic_partitions
+    assert set(body["projector_lag"]) == {str(p) for p in range(partitions)}
+    assert body["lanes"] == []  # the simulated backend signs nothing (tests/chain/ covers lanes)
 
 
 async def test_concurrent_requests_with_one_idempotency_key_make_one_job(

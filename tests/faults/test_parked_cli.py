@@ -14,8 +14,8 @@ import httpx
 import orjson
 import pytest
 
-from cli.parked import REDRIVEN_FROM, read_parked
 from shared.kafka import Appender
+from shared.parked import REDRIVEN_FROM, read_parked
 from tests.support.stack import REPO, Stack, read_events, settings_env, unique_name
 
 pytestmark = pytest.mark.slow

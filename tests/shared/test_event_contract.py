@@ -13,7 +13,6 @@ import yaml
 from jsonschema import Draft202012Validator
 from pydantic_asyncapi.v3 import AsyncAPI
 
-from cli.parked import REDRIVE_OF, REDRIVE_TO, REDRIVEN_FROM
 from shared import dead_letter
 from shared.event_schemas import ENVELOPE, SCHEMA_DIR, differences, generate
 from shared.events import (
@@ -29,6 +28,7 @@ from shared.events import (
     new_event,
     record_key,
 )
+from shared.parked import REDRIVE_OF, REDRIVE_TO, REDRIVEN_FROM
 from shared.settings import Settings
 
 CONTRACTS = SCHEMA_DIR.parent

@@ -120,6 +120,8 @@ def test_every_type_and_optional_field_shape_decodes_identically() -> None:
     }
     datas: list[tuple[str, dict[str, Any]]] = [
         ("BucketRequested", {}),
+        ("BucketRequested", {"retry_of": None}),
+        ("BucketRequested", {"retry_of": str(uuid.uuid4())}),
         ("BucketProcessing", {"attempt": 1}),
         ("BucketCreated", {}),
         ("BucketCreated", {"tx_hash": None, "adopted": True}),
@@ -302,8 +304,10 @@ def data_fields(draw: st.DrawFn) -> dict[str, Any]:
         "adopted": st.booleans(),
         "error": st.text(max_size=5),
         "error_code": st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True),
+        "retry_of": st.none() | st.uuids().map(str),
     }
     others = {
+        "retry_of": st.uuids().map(lambda u: u.hex.upper()) | st.just("not-a-uuid"),
         "tx_hash": HEX64.flatmap(
             lambda h: st.sampled_from(["0x", "0X", "", " 0x"]).map(lambda p: p + h)
         ),
@@ -410,5 +414,6 @@ def test_the_fast_path_was_written_for_these_exact_models() -> None:
 
 
 # Last reviewed change: `BucketCreated.block_number` (optional, >= 0: mirrored in the fast path)
-# and the new `BucketTransactionSigned` (left to the pydantic path: one or two per job).
-FINGERPRINT = "2bb5a3bf40b7eab4c6b11de457e0a7d471b914eab3f0d3cedea7dec5c82269ca"
+# the new `BucketTransactionSigned` (left to the pydantic path: one or two per job), and
+# `BucketRequested.retry_of` (optional UUID, mirrored in the fast path).
+FINGERPRINT = "c9fb902088f05607b80a5c9b2a88c89d32b30b09d0fc1d24b9753448d32ba901"

@@ -456,3 +456,31 @@ def test_fold_agrees_state_for_state_with_the_replace_based_fold(
             expected = apply_by_replace(expected, event, use_owner)
             assert state == expected
             assert (state is None) == (expected is None)
+
+
+def test_a_retry_job_keeps_its_retry_of_link_through_every_state() -> None:
+    failed, retry = uuid.uuid4(), uuid.uuid4()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    datas: list[EventData] = [
+        BucketRequested(job_id=retry, bucket_name="b-retry", retry_of=failed),
+        BucketProcessing(job_id=retry, bucket_name="b-retry", attempt=1),
+        BucketCreated(job_id=retry, bucket_name="b-retry", tx_hash="0x" + "ab" * 32),
+    ]
+    state: JobState | None = None
+    for i, data in enumerate(datas):
+        event = Event(
+            id=str(i),
+            source="/t",
+            type=data.type,
+            subject=data.bucket_name,
+            time=start + timedelta(seconds=i),
+            data=data,
+        )
+        state = apply(state, event)
+        assert state is not None and state.retry_of == failed, state
+    assert state is not None and state.status is JobStatus.COMPLETED
+    plain = BucketRequested(job_id=failed, bucket_name="b-retry")
+    first = apply(
+        None, Event(id="p", source="/t", type=plain.type, subject="b-retry", time=start, data=plain)
+    )
+    assert first is not None and first.retry_of is None

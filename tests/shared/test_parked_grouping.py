@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cli.parked import REDRIVE_OF, REDRIVE_TO, ParkedError, group, select
+from shared.parked import REDRIVE_OF, REDRIVE_TO, ParkedError, group, select
 
 
 @dataclass
