@@ -111,7 +111,7 @@ class JobRunner:
                 )
             except BackendError as exc:
                 error = exc
-            except Exception as exc:  # "any exception" is retried, as the seed plan asks
+            except Exception as exc:  # any exception is retried (docs/decisions.md)
                 log.exception("unexpected error in attempt", extra=ids)
                 error = BackendError(f"{type(exc).__name__}: {exc}", code=error_codes.BACKEND_ERROR)
             else:

@@ -1,5 +1,6 @@
 """The chain client behind the `evm` backend: JSON-RPC, signing keys, and the transaction
-manager that keeps many transactions of one key in flight (issue 10, DESIGN invariant 8).
+manager that keeps many transactions of one key in flight; every signed transaction is followed
+to its outcome.
 
 Seams for the executor's job flow:
 - `Journal`: awaited with every new signed `Attempt` before it is broadcast (persist before
