@@ -20,6 +20,9 @@ from shared.settings import Settings
 
 
 def _service(name: str, settings: Settings) -> None:
+    from shared import signals
+
+    signals.hold()  # before the imports below: a stop during them is a clean stop
     from shared.tracing import start_tracing
 
     stop_tracing = start_tracing(settings, name)

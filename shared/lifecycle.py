@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError
 
+from shared import signals
+
 log = logging.getLogger(__name__)
 
 
@@ -19,6 +21,8 @@ def stop_on_signals() -> asyncio.Event:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if signals.held():  # it came while the service was starting
+        stop.set()
     return stop
 
 

@@ -111,6 +111,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 consumer.seek(TopicPartition(topic, partition), offset)
             stats.count(outcome.batch, len(records))
             applied += outcome.applied
+            # the lag as of this commit, not as of the fetch before it
+            watch.positions(positions, {tp.partition: consumer.highwater(tp) for tp in partitions})
         elapsed = time.monotonic() - started
         log.info(
             "projector stopped",
