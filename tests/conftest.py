@@ -26,7 +26,7 @@ from tests.support.stack import REPO, Stack, free_port
 from tests.support.tcp_proxy import TcpProxy
 
 TEST_DATABASE = "akave_gateway_test"
-pytest_plugins = ["tests.chain.fixtures"]
+pytest_plugins = ["tests.chain.fixtures", "tests.support.evm_stack"]
 
 
 def _given(name: str) -> str | None:

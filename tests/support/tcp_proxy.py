@@ -1,4 +1,4 @@
-"""A TCP forwarder the tests can cut, to take a real PostgreSQL away from the services."""
+"""A TCP forwarder the tests can cut, to take a real PostgreSQL or chain node away."""
 
 from __future__ import annotations
 
