@@ -20,13 +20,6 @@ STACK_SETTINGS = {"webhook_poll_interval_s": 0.2}
 
 
 @pytest.fixture(scope="module")
-def otlp() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture(scope="module")
 def stack(
     stack_settings: Settings, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
