@@ -208,7 +208,7 @@ class JobRunner:
             created = await spans.create_bucket(
                 job.bucket_name,
                 self._recording.create_bucket(
-                    job.bucket_name, self._journal(job, attempt, emit, signed)
+                    job.bucket_name, self._journal(job, attempt, emit, signed), job.job_id
                 ),
             )
         except Exception as exc:

@@ -451,7 +451,7 @@ async def test_a_create_cancelled_while_its_record_is_appended_keeps_its_nonce_a
     harness.chain.set_interval_mining(1)  # blocks keep coming, as on a real chain
     start = harness.chain.nonce(ADDRESS)
     append = SlowAppend(harness.journal)
-    cancelled = asyncio.create_task(manager.create("rebalanced", append))
+    cancelled = asyncio.create_task(manager.create("rebalanced", append, "job-1"))
     await wait_until(lambda: len(harness.journal.of("rebalanced")) == 1)
     cancelled.cancel()  # the job's partition was revoked mid-append
     with pytest.raises(asyncio.CancelledError):
@@ -461,7 +461,7 @@ async def test_a_create_cancelled_while_its_record_is_appended_keeps_its_nonce_a
     other = asyncio.create_task(manager.create("other", harness.journal))
     await wait_until(lambda: len(harness.journal.of("other")) == 1)
     assert harness.journal.of("other")[0].nonce == start + 1  # the recorded nonce stays held
-    rerun = asyncio.create_task(manager.create("rebalanced", harness.journal))  # the job again
+    rerun = asyncio.create_task(manager.create("rebalanced", harness.journal, "job-1"))  # again
     await asyncio.sleep(0.3)
     assert harness.journal.of("rebalanced") == recorded  # it signs nothing new
 
@@ -481,7 +481,7 @@ async def test_a_record_followed_from_the_log_before_its_append_returned_is_foll
     manager = await harness.manager()
     harness.chain.set_interval_mining(1)  # blocks keep coming, as on a real chain
     append = SlowAppend(harness.journal)
-    cancelled = asyncio.create_task(manager.create("handed-back", append))
+    cancelled = asyncio.create_task(manager.create("handed-back", append, "job-2"))
     await wait_until(lambda: len(harness.journal.of("handed-back")) == 1)
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):

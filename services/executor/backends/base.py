@@ -5,7 +5,7 @@ A backend reports a failed call as `services.executor.errors.BackendError`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -46,7 +46,9 @@ class RecordingBackend(Protocol):
 
     async def view_bucket(self, name: str) -> ChainBucket | None: ...
 
-    async def create_bucket(self, name: str, journal: Journal) -> CreatedBucket: ...
+    async def create_bucket(
+        self, name: str, journal: Journal, job: Hashable | None = None
+    ) -> CreatedBucket: ...
 
     def follow_create(
         self, attempts: Sequence[Attempt], journal: Journal

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Hashable, Sequence
 from typing import TYPE_CHECKING
 
 from eth_abi.abi import decode, encode
@@ -144,14 +144,16 @@ class EvmBackend:
                 return ChainBucket(found_name or name, "0x" + bucket_id.hex(), created_at or None)
         return None
 
-    async def create_bucket(self, name: str, journal: Journal = _unrecorded) -> CreatedBucket:
+    async def create_bucket(
+        self, name: str, journal: Journal = _unrecorded, job: Hashable | None = None
+    ) -> CreatedBucket:
         if len(name) < MIN_NAME_LENGTH:  # the contract takes any name; Akave's SDK refuses these
             raise BackendError(
                 f"invalid bucket name {name!r}: shorter than {MIN_NAME_LENGTH} characters",
                 code=error_codes.INVALID_BUCKET_NAME,
                 retryable=False,
             )
-        return _created_or_raise(name, await self.manager.create(name, journal))
+        return _created_or_raise(name, await self.manager.create(name, journal, job))
 
     async def resume_create(self, attempts: Sequence[Attempt], journal: Journal) -> CreatedBucket:
         """A create recorded before a restart, followed to its outcome (nothing new signed)."""

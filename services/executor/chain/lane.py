@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -146,7 +146,7 @@ class Lane:
         self._reserved: set[int] = set()
         self._free: set[int] = set()  # allocated, never recorded: taken again before new ones
         self._txs: dict[int, InFlight] = {}
-        self._creating: dict[str, Create] = {}  # name -> its create not yet resolved
+        self._creating: dict[Hashable, Create] = {}  # job -> its create not yet resolved
         self._funded = asyncio.Event()
         self._funded.set()
         self._paused_since: float | None = None
@@ -157,24 +157,26 @@ class Lane:
 
     # -- callers ---------------------------------------------------------------------------
 
-    async def create(self, name: str, journal: Journal) -> Outcome:
+    async def create(self, name: str, journal: Journal, job: Hashable | None = None) -> Outcome:
         """Sign, record, broadcast and follow a create of `name` to its outcome.
 
         The wait for a slot and for funds comes first; once signed, cancelling the caller
-        does not abandon the transaction (its outcome is simply not awaited)."""
+        does not abandon the transaction (its outcome is simply not awaited). `job` names the
+        caller's job: a job's create still in flight from a cancelled run is its outcome."""
         refused = await self._wait_for_funds()
         if refused is not None:
             return refused
         await self._slots.acquire()
-        ongoing = self._creating.get(name)
+        ongoing = self._creating.get(job) if job is not None else None
         if ongoing is not None:
-            # One create of a name at a time: a caller cancelled after signing (a rebalance)
-            # left its transaction in flight; the job's next run waits for that outcome.
+            # A run of this job cancelled after signing (a rebalance) left its transaction in
+            # flight: this run waits for that outcome instead of signing the name again.
             self._slots.release()
             return await asyncio.shield(ongoing.future)
         create = Create(name, journal, asyncio.get_running_loop().create_future())
         create.future.add_done_callback(lambda _: self._slots.release())
-        self._track_name(create)
+        if job is not None:
+            self._track_job(job, create)
         try:
             await self._sign_and_send(create)
         except BaseException:
@@ -220,15 +222,14 @@ class Lane:
             self._next = max(self._next or 0, nonce + 1)
         self._slots.take()
         create.future.add_done_callback(lambda _: self._slots.release())
-        self._track_name(create)
         return create.future
 
-    def _track_name(self, create: Create) -> None:
-        self._creating[create.name] = create
+    def _track_job(self, job: Hashable, create: Create) -> None:
+        self._creating[job] = create
 
         def untrack(_: asyncio.Future[Outcome]) -> None:
-            if self._creating.get(create.name) is create:
-                del self._creating[create.name]
+            if self._creating.get(job) is create:
+                del self._creating[job]
 
         create.future.add_done_callback(untrack)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 from services.executor.chain.fence import UNFENCED, Fence
 from services.executor.chain.keys import SigningKey, key_for
@@ -62,9 +62,10 @@ class TransactionManager:
     def lane_for(self, name: str) -> Lane:
         return self._lanes[key_for(name, self._keys).address]
 
-    async def create(self, name: str, journal: Journal) -> Outcome:
-        """Create bucket `name` with its key's lane; every attempt is given to `journal` first."""
-        return await self.lane_for(name).create(name, journal)
+    async def create(self, name: str, journal: Journal, job: Hashable | None = None) -> Outcome:
+        """Create bucket `name` with its key's lane; every attempt is given to `journal` first.
+        `job`: the caller's job, so that a later run of it follows its create still in flight."""
+        return await self.lane_for(name).create(name, journal, job)
 
     async def resume(self, attempts: Sequence[Attempt], journal: Journal) -> Outcome:
         """Follow one create's recorded attempts (from before a restart) to their outcome."""
