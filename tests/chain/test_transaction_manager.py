@@ -429,3 +429,67 @@ async def test_an_attempt_the_journal_refused_is_never_sent_and_the_next_create_
     assert harness.journal.of("recorded")[0].nonce == refused[0].nonce == start
     assert harness.chain.nonce(ADDRESS) == start + 1  # the nonce reused: no gap to fill
     assert harness.create_logs() == Counter({bucket_id("recorded"): 1})
+
+
+class SlowAppend:
+    """A journal whose append lands in the log at once but is acknowledged only when the test
+    says so: what a rebalance finds when it cancels a job in the middle of an append."""
+
+    def __init__(self, journal: Recorder) -> None:
+        self.journal = journal
+        self.acknowledge = asyncio.Event()
+
+    async def __call__(self, attempt: Attempt) -> None:
+        self.journal.attempts.append(attempt)  # in the log from here on
+        await self.acknowledge.wait()
+
+
+async def test_a_create_cancelled_while_its_record_is_appended_keeps_its_nonce_and_one_outcome(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager()
+    harness.chain.set_interval_mining(1)  # blocks keep coming, as on a real chain
+    start = harness.chain.nonce(ADDRESS)
+    append = SlowAppend(harness.journal)
+    cancelled = asyncio.create_task(manager.create("rebalanced", append))
+    await wait_until(lambda: len(harness.journal.of("rebalanced")) == 1)
+    cancelled.cancel()  # the job's partition was revoked mid-append
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    recorded = harness.journal.of("rebalanced")
+
+    other = asyncio.create_task(manager.create("other", harness.journal))
+    await wait_until(lambda: len(harness.journal.of("other")) == 1)
+    assert harness.journal.of("other")[0].nonce == start + 1  # the recorded nonce stays held
+    rerun = asyncio.create_task(manager.create("rebalanced", harness.journal))  # the job again
+    await asyncio.sleep(0.3)
+    assert harness.journal.of("rebalanced") == recorded  # it signs nothing new
+
+    append.acknowledge.set()
+    outcome = await asyncio.wait_for(rerun, 20)
+    assert isinstance(outcome, Created) and outcome.tx_hash == recorded[0].tx_hash
+    assert isinstance(await asyncio.wait_for(other, 20), Created)
+    followed = await asyncio.wait_for(manager.resume(recorded, harness.journal), 20)
+    assert isinstance(followed, Created) and followed.tx_hash == recorded[0].tx_hash
+    assert harness.chain.nonce(ADDRESS) == start + 2
+    assert harness.create_logs() == Counter({bucket_id("rebalanced"): 1, bucket_id("other"): 1})
+
+
+async def test_a_record_followed_from_the_log_before_its_append_returned_is_followed_once(
+    harness: Harness,
+) -> None:
+    manager = await harness.manager()
+    harness.chain.set_interval_mining(1)  # blocks keep coming, as on a real chain
+    append = SlowAppend(harness.journal)
+    cancelled = asyncio.create_task(manager.create("handed-back", append))
+    await wait_until(lambda: len(harness.journal.of("handed-back")) == 1)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    recorded = harness.journal.of("handed-back")
+    followed = manager.follow(recorded, harness.journal)  # the partition came back: the
+    append.acknowledge.set()  # ledger saw the record before the broker acknowledged it
+    outcome = await asyncio.wait_for(followed, 20)
+    assert isinstance(outcome, Created) and outcome.tx_hash == recorded[0].tx_hash
+    assert harness.journal.of("handed-back") == recorded
+    assert harness.create_logs() == Counter({bucket_id("handed-back"): 1})

@@ -100,6 +100,7 @@ class Create:
     journal: Journal
     future: asyncio.Future[Outcome]
     nonces: set[int] = field(default_factory=set)
+    recording: asyncio.Task[None] | None = None  # its latest signed attempt's record and send
 
 
 @dataclass(eq=False)
@@ -153,6 +154,7 @@ class Lane:
         self._reserved: set[int] = set()
         self._free: set[int] = set()  # allocated, never recorded: taken again before new ones
         self._txs: dict[int, InFlight] = {}
+        self._creating: dict[str, Create] = {}  # name -> its create not yet resolved
         self._funded = asyncio.Event()
         self._funded.set()
         self._paused_since: float | None = None
@@ -172,13 +174,20 @@ class Lane:
         if refused is not None:
             return refused
         await self._slots.acquire()
+        ongoing = self._creating.get(name)
+        if ongoing is not None:
+            # One create of a name at a time: a caller cancelled after signing (a rebalance)
+            # left its transaction in flight; the job's next run waits for that outcome.
+            self._slots.release()
+            return await asyncio.shield(ongoing.future)
         create = Create(name, journal, asyncio.get_running_loop().create_future())
         create.future.add_done_callback(lambda _: self._slots.release())
+        self._track_name(create)
         try:
             await self._sign_and_send(create)
         except BaseException:
-            if not create.nonces and not create.future.done():
-                create.future.cancel()
+            if create.recording is None and not create.future.done():
+                create.future.cancel()  # nothing was signed: free the slot
             raise
         return await asyncio.shield(create.future)
 
@@ -219,7 +228,17 @@ class Lane:
             self._next = max(self._next or 0, nonce + 1)
         self._slots.take()
         create.future.add_done_callback(lambda _: self._slots.release())
+        self._track_name(create)
         return create.future
+
+    def _track_name(self, create: Create) -> None:
+        self._creating[create.name] = create
+
+        def untrack(_: asyncio.Future[Outcome]) -> None:
+            if self._creating.get(create.name) is create:
+                del self._creating[create.name]
+
+        create.future.add_done_callback(untrack)
 
     def status(self) -> LaneStatus:
         return LaneStatus(
@@ -253,19 +272,43 @@ class Lane:
 
     async def _sign_and_send(self, create: Create) -> None:
         attempt = await self._allocate_and_sign(create.name)
+        # Signed: recording and sending run in the lane's own task, so a caller cancelled from
+        # here on (a rebalance) leaves them to finish. Its record may reach the log whatever
+        # the caller does, so its nonce must not be freed for another create.
+        recording = asyncio.create_task(self._record_and_send(create, attempt))
+        create.recording = recording
+        self._tasks.add(recording)
+        recording.add_done_callback(self._recorded)
+        await asyncio.shield(recording)
+
+    async def _record_and_send(self, create: Create, attempt: Attempt) -> None:
         try:
             await create.journal(attempt)
         except BaseException:
             # Unrecorded, so never sent: the next create takes the nonce (or, if none comes
             # before the next block, a gap filler).
             self._free.add(attempt.nonce)
+            if not create.nonces and not create.future.done():
+                create.future.cancel()
             raise
         finally:
             self._reserved.discard(attempt.nonce)
+        if attempt.nonce in self._txs:
+            # Followed from the log while its record was being appended (a rebalance gave the
+            # partition back): that tracker follows it; this create's caller is gone.
+            if not create.nonces and not create.future.done():
+                create.future.cancel()
+            return
         tx = InFlight(attempt.nonce, create, [attempt])
         self._txs[attempt.nonce] = tx
         create.nonces.add(attempt.nonce)
         await self._send(tx, attempt)
+
+    def _recorded(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Also raised to the caller if it still waits; retrieved here for when it does not.
+            log.debug("recording a signed create failed", exc_info=task.exception())
 
     async def _allocate_and_sign(self, name: str) -> Attempt:
         async with self._allocation:
