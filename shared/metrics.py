@@ -31,7 +31,6 @@ Kind = Literal["counter", "gauge", "histogram"]
 # Seconds: from a few milliseconds (an accept) to many minutes (a congested chain).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000)
-PENDING_TXMANAGER = "the transaction manager (branch txmanager)"
 
 
 @dataclass(frozen=True)
@@ -182,14 +181,14 @@ CONSUMER_LAG = Metric(
     ("consumer", "partition"),
 )
 
-# Chain (the transaction manager's lanes, one per signing key) -------------------------------------
+# Chain (the transaction manager's lanes, one per signing key; `key` is the lane's checksummed
+# address; services/executor/chain_metrics.py) ---------------------------------------------------
 CHAIN_IN_FLIGHT = Metric(
     "akave_chain_in_flight",
     "gauge",
-    "transactions sent and not yet final, by signing key (address)",
+    "transactions the lane follows (signed, not yet final), by signing key (address)",
     "executor",
     ("key",),
-    pending=PENDING_TXMANAGER,
 )
 CHAIN_NEXT_NONCE = Metric(
     "akave_chain_next_nonce",
@@ -197,7 +196,6 @@ CHAIN_NEXT_NONCE = Metric(
     "the next nonce the lane will sign with, by key",
     "executor",
     ("key",),
-    pending=PENDING_TXMANAGER,
 )
 CHAIN_BALANCE = Metric(
     "akave_chain_balance_wei",
@@ -205,23 +203,20 @@ CHAIN_BALANCE = Metric(
     "the signing key's balance, by key",
     "executor",
     ("key",),
-    pending=PENDING_TXMANAGER,
 )
 CHAIN_LANE_PAUSED = Metric(
     "akave_chain_lane_paused",
     "gauge",
-    "1 while a lane signs nothing new (e.g. its balance is too low), by key",
+    "1 while a lane signs nothing new because its key cannot pay, by key",
     "executor",
     ("key",),
-    pending=PENDING_TXMANAGER,
 )
 CHAIN_GAS_PRICE = Metric(
     "akave_chain_gas_price_paid_wei",
     "histogram",
-    "effective gas price of each mined transaction",
+    "effective gas price of each final transaction (creates and gap fillers)",
     "executor",
     buckets=(1e8, 1e9, 2e9, 5e9, 1e10, 2e10, 5e10, 1e11, 5e11),
-    pending=PENDING_TXMANAGER,
 )
 CHAIN_REPLACEMENTS = Metric(
     "akave_chain_replacements",
@@ -229,30 +224,27 @@ CHAIN_REPLACEMENTS = Metric(
     "stuck transactions replaced at the same nonce with bumped fees, by key",
     "executor",
     ("key",),
-    pending=PENDING_TXMANAGER,
 )
 CHAIN_RESENDS = Metric(
     "akave_chain_resends",
     "counter",
-    "dropped transactions sent again with the same signed bytes, by key",
+    "signed bytes the node had accepted, broadcast again unchanged (gone from the mempool, "
+    "removed by a reorg, or fees at the cap), by key",
     "executor",
     ("key",),
-    pending=PENDING_TXMANAGER,
 )
 CHAIN_REVERTS = Metric(
     "akave_chain_reverts",
     "counter",
-    "mined transactions that reverted, by key and error_code",
+    "final transactions whose receipt reverted, by key and error_code",
     "executor",
     ("key", "error_code"),
-    pending=PENDING_TXMANAGER,
 )
 CHAIN_RECEIPT = Metric(
     "akave_chain_receipt_seconds",
     "histogram",
-    "time from a transaction's first broadcast to its receipt",
+    "time from a transaction's first broadcast by this executor to its receipt",
     "executor",
-    pending=PENDING_TXMANAGER,
 )
 
 ALL: tuple[Metric, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Metric))

@@ -9,6 +9,7 @@ exception is worth another attempt (docs/decisions.md).
 
 from __future__ import annotations
 
+from services.executor.chain.records import AlreadyExists, Reverted
 from shared.error_codes import (
     BACKEND_ERROR,
     BACKEND_UNAVAILABLE,
@@ -68,6 +69,9 @@ class AkaveConfigurationError(ExecutorError, RuntimeError):
     """The Akave backend cannot start: the SDK is missing, there is no key, or bad settings."""
 
 
-def revert_code(error_name: str) -> str:
-    """The error code of a create the chain mined and reverted with `error_name`."""
-    return _REVERT_CODES.get(error_name, TRANSACTION_REVERTED)
+def revert_code(outcome: AlreadyExists | Reverted) -> str:
+    """The error code of a create the chain mined and reverted (`AlreadyExists`: with
+    `BucketAlreadyExists()`; `Reverted`: with its decoded error)."""
+    if isinstance(outcome, AlreadyExists):
+        return BUCKET_ALREADY_ON_CHAIN
+    return _REVERT_CODES.get(outcome.error, TRANSACTION_REVERTED)

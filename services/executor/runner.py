@@ -25,6 +25,8 @@ from services.executor import spans
 from services.executor.backends import AkaveBackend, open_backend
 from services.executor.backends.evm import EvmBackend
 from services.executor.chain.fence import UNFENCED, SignerFence
+from services.executor.chain.observer import UNOBSERVED
+from services.executor.chain_metrics import ChainMetrics, LaneGauges
 from services.executor.job import Job, JobRunner
 from services.executor.lane_status import publish_lane_status
 from services.executor.ledger import PartitionLedger
@@ -278,14 +280,16 @@ class SignerFenceLost(RuntimeError):
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """With the evm backend, the signer locks of the whole key pool come first: a standby
-    waits for them before it joins the consumer group (chain/fence.py)."""
+    waits for them before it joins the consumer group (chain/fence.py), and serves no metrics
+    until then."""
     await ensure_topics(settings)
+    evm = settings.akave_backend == "evm"
     fence = (
-        SignerFence(settings.database_url, settings.chain_fence_check_timeout_s)
-        if settings.akave_backend == "evm"
-        else None
+        SignerFence(settings.database_url, settings.chain_fence_check_timeout_s) if evm else None
     )
-    backend = await open_backend(settings, fence or UNFENCED)
+    registry = CollectorRegistry()
+    observer = ChainMetrics(registry) if evm else UNOBSERVED
+    backend = await open_backend(settings, fence or UNFENCED, observer)
     halt = asyncio.Event()
     helpers: list[asyncio.Task[None]] = [asyncio.create_task(_set_when(stop, halt))]
     engine = make_engine(settings, pool_size=1, max_overflow=0) if fence else None
@@ -294,6 +298,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             assert isinstance(backend, EvmBackend)
             if not await fence.acquire(backend.chain_id, backend.signers, stop):
                 return
+            registry.register(LaneGauges(backend.status))
             helpers += [
                 asyncio.create_task(_set_when(fence.lost, halt)),
                 asyncio.create_task(fence.watch(settings.chain_fence_watch_s)),
@@ -306,7 +311,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                     )
                 ),
             ]
-        await _consume(settings, backend, halt)
+        await _consume(settings, backend, halt, registry)
     finally:
         for task in helpers:
             task.cancel()
@@ -325,7 +330,9 @@ async def _set_when(event: asyncio.Event, then: asyncio.Event) -> None:
     then.set()
 
 
-async def _consume(settings: Settings, backend: AkaveBackend, stop: asyncio.Event) -> None:
+async def _consume(
+    settings: Settings, backend: AkaveBackend, stop: asyncio.Event, registry: CollectorRegistry
+) -> None:
     appender = Appender(settings)
     consumer = make_consumer(
         settings,
@@ -334,7 +341,6 @@ async def _consume(settings: Settings, backend: AkaveBackend, stop: asyncio.Even
         heartbeat_interval_ms=max(1000, settings.executor_session_timeout_ms // 3),
     )
     try:
-        registry = CollectorRegistry()
         executor = Executor(settings, backend, consumer, appender, registry)
         registry.register(
             metrics.ConsumeCollector(ConsumerName.EXECUTOR, lambda: executor.stats, executor.lag)

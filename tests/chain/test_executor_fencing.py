@@ -1,7 +1,7 @@
 """Two executor processes with one signing key, on a real anvil chain (2 s blocks), real Kafka
 and Postgres: one signs, the other is a standby; SIGKILL of the signer hands the key over
 within 15 s; a lost lock ends the signer; /health shows a paused lane with its balance, and a lane
-nobody publishes as stale.
+nobody publishes as stale; the signer's /metrics shows its lane and what it mined.
 
 The witness is the chain: every transaction from the key, its nonce and receipt, and the
 CreateBucket logs per name. The key is one of anvil's public dev keys (public test data).
@@ -26,9 +26,11 @@ from localinfra.chain import deploy_storage
 from localinfra.dev_keys import DEV_ACCOUNTS
 from services.executor.chain import reverts
 from services.executor.chain.fence import libpq_url
+from shared import metrics
 from shared.settings import Settings
 from tests.chain.fixtures import _discard, _new_chain
-from tests.support.stack import Stack, unique_name
+from tests.observability.scrape import Samples, gateway_series, scrape, value
+from tests.support.stack import Stack, free_port, unique_name
 
 pytestmark = pytest.mark.slow
 ADDRESS, KEY = DEV_ACCOUNTS[5]
@@ -68,6 +70,7 @@ def stack(
             "executor_session_timeout_ms": 10_000,  # the default: it bounds the handover
             "chain_lane_status_interval_s": 0.5,
             "chain_lane_status_stale_s": 5.0,
+            "executor_metrics_port": free_port(),  # the signer's; a standby serves none
         }
     )
     running = Stack(settings, tmp_path_factory.mktemp("fencing"))
@@ -139,6 +142,11 @@ def assert_clean(chain: LocalAnvil, names: list[str]) -> None:
     assert len(transactions) == sum(counts.values()), "a transaction that created nothing"
 
 
+def executor_metrics(stack: Stack) -> Samples:
+    s = stack.settings
+    return scrape(f"http://{s.metrics_host}:{s.executor_metrics_port}/metrics")
+
+
 async def submit(client: httpx.AsyncClient, names: list[str]) -> list[str]:
     ids = []
     for name in names:
@@ -160,6 +168,22 @@ async def test_two_executors_with_one_key_never_collide(
     await complete(stack, client, await submit(client, names))
     assert_clean(chain, names)
     assert "signer locks held" not in log_text(stack, "executor:2")
+
+    samples = executor_metrics(stack)
+    assert gateway_series(samples) <= metrics.exported_series()
+    always = {s for m in metrics.ALL if m.name.startswith("akave_chain_") and m.kind != "counter"
+              for s in m.series()}  # fmt: skip
+    assert always <= gateway_series(samples)  # counters appear once something is counted
+    mined = our_transactions(chain)
+    assert value(samples, "akave_chain_next_nonce", key=ADDRESS) == len(mined) == len(names)
+    assert value(samples, "akave_chain_in_flight", key=ADDRESS) == 0
+    assert value(samples, "akave_chain_lane_paused", key=ADDRESS) == 0
+    assert value(samples, "akave_chain_balance_wei", key=ADDRESS) == float(chain.balance(ADDRESS))
+    assert value(samples, "akave_chain_gas_price_paid_wei_count") == len(mined)
+    paid = sum(int(tx["receipt"]["effectiveGasPrice"], 16) for tx in mined)
+    assert value(samples, "akave_chain_gas_price_paid_wei_sum") == float(paid)
+    assert value(samples, "akave_chain_receipt_seconds_count") == len(mined)
+    assert not [name for name, _ in samples if name == "akave_chain_reverts_total"]
 
 
 async def test_health_shows_a_paused_lane_with_its_balance_and_recovers(
@@ -186,6 +210,9 @@ async def test_health_shows_a_paused_lane_with_its_balance_and_recovers(
         assert response.status_code == 200
         assert body["status"].startswith("degraded: ") and ADDRESS in body["status"]
         assert lane["reason"]
+        paused = executor_metrics(stack)  # read at the same latest block or a later one
+        assert value(paused, "akave_chain_lane_paused", key=ADDRESS) == 1
+        assert value(paused, "akave_chain_balance_wei", key=ADDRESS) == 0
     finally:
         chain.set_balance(ADDRESS, balance)
     await complete(stack, client, [job_id])
@@ -194,6 +221,9 @@ async def test_health_shows_a_paused_lane_with_its_balance_and_recovers(
         assert time.monotonic() < deadline, body
         await asyncio.sleep(0.5)
     assert body["lanes"][0]["state"] == "ok"
+    resumed = executor_metrics(stack)
+    assert value(resumed, "akave_chain_lane_paused", key=ADDRESS) == 0
+    assert value(resumed, "akave_chain_balance_wei", key=ADDRESS) > 0
 
 
 async def test_the_standby_signs_within_15_s_of_the_holders_sigkill(

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from services.executor.backends.base import AkaveBackend
 from services.executor.chain.fence import UNFENCED, Fence
+from services.executor.chain.observer import UNOBSERVED, LaneObserver
 from shared.settings import Settings
 
 __all__ = ["AkaveBackend", "open_backend"]  # AkaveBackend: the type open_backend returns
 
 
-async def open_backend(settings: Settings, fence: Fence = UNFENCED) -> AkaveBackend:
+async def open_backend(
+    settings: Settings, fence: Fence = UNFENCED, observer: LaneObserver = UNOBSERVED
+) -> AkaveBackend:
     """The backend AKAVE_BACKEND names, ready to use; the caller must `close()` it. `fence`
-    guards the evm backend's signing (the other backends sign through their own nodes)."""
+    guards the evm backend's signing and `observer` sees its lanes (the other backends sign
+    through their own nodes)."""
     if settings.akave_backend == "akave":
         from services.executor.backends.akave_sdk import AkaveSdkBackend
 
@@ -19,7 +23,7 @@ async def open_backend(settings: Settings, fence: Fence = UNFENCED) -> AkaveBack
     if settings.akave_backend == "evm":
         from services.executor.backends.evm import EvmBackend
 
-        return await EvmBackend.open(settings, fence)
+        return await EvmBackend.open(settings, fence, observer)
     from services.executor.backends.simulated import SimulatedChain
 
     return await SimulatedChain.open(settings)

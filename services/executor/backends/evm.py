@@ -28,6 +28,7 @@ from services.executor.chain.fence import UNFENCED, Fence
 from services.executor.chain.keys import SigningKey, key_for, keys_from_settings
 from services.executor.chain.lane import LaneConfig
 from services.executor.chain.manager import TransactionManager
+from services.executor.chain.observer import UNOBSERVED, LaneObserver
 from services.executor.chain.records import (
     AlreadyExists,
     Attempt,
@@ -74,8 +75,11 @@ class EvmBackend:
         self._closing: asyncio.Future[None] | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, fence: Fence = UNFENCED) -> EvmBackend:
-        """`fence` is verified before every signing (one signer per key across processes)."""
+    async def open(
+        cls, settings: Settings, fence: Fence = UNFENCED, observer: LaneObserver = UNOBSERVED
+    ) -> EvmBackend:
+        """`fence` is verified before every signing (one signer per key across processes);
+        `observer` is told what the lanes do (the executor's chain metrics)."""
         try:
             keys = keys_from_settings(settings)
         except (OSError, ValueError) as exc:
@@ -100,7 +104,9 @@ class EvmBackend:
             insufficient_funds_wait_s=settings.chain_insufficient_funds_wait_s,
             create_gas=settings.chain_create_gas,
         )
-        manager = TransactionManager(rpc, keys, config, settings.chain_poll_interval_s, fence)
+        manager = TransactionManager(
+            rpc, keys, config, settings.chain_poll_interval_s, fence, observer
+        )
         await manager.start()
         return cls(rpc, manager, settings.chain_contract_address, chain_id)
 
@@ -207,13 +213,13 @@ def _created_or_raise(name: str, outcome: Outcome) -> CreatedBucket:
         raise BackendError(
             f"createBucket reverted with BucketAlreadyExists ({reverts.BUCKET_ALREADY_EXISTS}) "
             f"in {outcome.tx_hash}",
-            code=error_codes.BUCKET_ALREADY_ON_CHAIN,
+            code=revert_code(outcome),
             retryable=True,
         )
     if isinstance(outcome, Reverted):
         raise BackendError(
             f"createBucket reverted with {outcome.error} in {outcome.tx_hash}",
-            code=revert_code(outcome.error),
+            code=revert_code(outcome),
             retryable=False,
         )
     assert isinstance(outcome, Refused)

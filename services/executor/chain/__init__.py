@@ -9,5 +9,7 @@ Seams for the executor's job flow:
 - `TransactionManager.resume(attempts, journal)`: after a restart, follow a job's recorded
   attempts to their outcome, never signing a new create while one of them could be mined;
   `follow(attempts, journal)` holds their nonces at once and returns the outcome's future.
-- `TransactionManager.status()`: one `LaneStatus` per key, for /health.
+- `TransactionManager.status()`: one `LaneStatus` per key, for /health and the lane gauges.
+- `LaneObserver`: told of replacements, re-broadcasts, final transactions and reverts as they
+  happen (the executor's chain metrics implement it).
 """

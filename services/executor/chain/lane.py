@@ -22,6 +22,8 @@ Rules (notes/evm-chain.md, "What the best transaction managers agree on"):
 - One signer per key across processes: `fence.verify()` comes right before each signing (a
   create, a replacement, a gap filler), with no await between it and the signature; a lane
   whose fence is lost waits there forever and signs nothing more (chain/fence.py).
+- Replacements, re-broadcasts of accepted bytes, final transactions and reverts are reported
+  to the lane's `LaneObserver` where they happen (chain/observer.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from services.executor.chain import fees as fee_rules
 from services.executor.chain import reverts
 from services.executor.chain.fence import UNFENCED, Fence
 from services.executor.chain.keys import SigningKey
+from services.executor.chain.observer import UNOBSERVED, LaneObserver
 from services.executor.chain.records import (
     CREATE,
     FILL,
@@ -113,6 +116,9 @@ class InFlight:
     consumed_checks: int = 0
     busy: bool = False  # an action of a block (send, replace, resolve) is still running
     unfunded_since: float | None = None  # first refused for lack of funds (monotonic clock)
+    first_broadcast: float | None = None  # this process's first send of any attempt (monotonic)
+    accepted_hashes: set[str] = field(default_factory=set)  # attempts some send got to the node
+    receipt_at: float | None = None  # when the receipt of `mined` was first seen (monotonic)
 
 
 @dataclass(frozen=True)
@@ -133,9 +139,11 @@ class Lane:
         head: Head,
         config: LaneConfig,
         fence: Fence = UNFENCED,
+        observer: LaneObserver = UNOBSERVED,
     ) -> None:
         self.key = key
         self._fence = fence
+        self._observer = observer
         self.address = key.address
         self._rpc = rpc
         self._head = head
@@ -383,6 +391,10 @@ class Lane:
 
     async def _send(self, tx: InFlight, attempt: Attempt) -> None:
         tx.blocks_waiting = 0
+        if tx.first_broadcast is None:
+            tx.first_broadcast = time.monotonic()
+        if attempt.tx_hash in tx.accepted_hashes:
+            self._observer.resent(self.address)
         try:
             await self._rpc.call("eth_sendRawTransaction", attempt.raw)
         except RpcUnavailable:
@@ -405,6 +417,7 @@ class Lane:
                 extra={"nonce": tx.nonce, "tx_hash": attempt.tx_hash, "error": exc.message},
             )
         tx.sent = tx.accepted = True
+        tx.accepted_hashes.add(attempt.tx_hash)
         tx.underpriced = False
         tx.unfunded_since = None
 
@@ -510,6 +523,8 @@ class Lane:
     ) -> Coroutine[Any, Any, None] | None:
         if found is not None:
             attempt, receipt = found
+            if tx.mined is None or tx.mined[0] != attempt:
+                tx.receipt_at = time.monotonic()
             tx.mined = found
             tx.consumed_checks = 0
             depth = self._head.number - int(receipt["blockNumber"], 16) + 1
@@ -522,7 +537,7 @@ class Lane:
                 "a reorg removed a mined transaction; re-broadcasting it",
                 extra={"nonce": tx.nonce, "tx_hash": mined_attempt.tx_hash},
             )
-            tx.mined = None
+            tx.mined = tx.receipt_at = None
             tx.attempts.remove(mined_attempt)
             tx.attempts.append(mined_attempt)  # the bytes the chain accepted, sent again
             return self._send(tx, mined_attempt)
@@ -565,6 +580,7 @@ class Lane:
                 log.exception("recording a replacement failed; trying again next block")
                 return
         tx.attempts.append(attempt)
+        self._observer.replaced(self.address)
         log.info(
             "replacing a transaction with bumped fees",
             extra={"nonce": tx.nonce, "tx_hash": attempt.tx_hash, "max_fee": offer.max_fee_per_gas},
@@ -581,10 +597,20 @@ class Lane:
             return
         if self._txs.get(tx.nonce) is tx:
             del self._txs[tx.nonce]
+            self._observe_final(tx, receipt, outcome)
         if tx.create is not None:
             tx.create.nonces.discard(tx.nonce)
             if not tx.create.future.done():
                 tx.create.future.set_result(outcome)
+
+    def _observe_final(self, tx: InFlight, receipt: dict[str, Any], outcome: Outcome) -> None:
+        receipt_s = None
+        if tx.first_broadcast is not None and tx.receipt_at is not None:
+            receipt_s = max(tx.receipt_at - tx.first_broadcast, 0.0)
+        gas_price = int(receipt.get("effectiveGasPrice", "0x0"), 16)
+        self._observer.mined(self.address, gas_price, receipt_s)
+        if int(receipt["status"], 16) == 0 and isinstance(outcome, AlreadyExists | Reverted):
+            self._observer.reverted(self.address, outcome)
 
     async def _outcome(self, attempt: Attempt, receipt: dict[str, Any]) -> Outcome:
         block = int(receipt["blockNumber"], 16)

@@ -16,6 +16,7 @@ from collections.abc import Hashable, Sequence
 from services.executor.chain.fence import UNFENCED, Fence
 from services.executor.chain.keys import SigningKey, key_for
 from services.executor.chain.lane import Head, Lane, LaneConfig
+from services.executor.chain.observer import UNOBSERVED, LaneObserver
 from services.executor.chain.records import Attempt, Journal, LaneStatus, Outcome
 from services.executor.chain.rpc import JsonRpc, Request, RpcError, RpcUnavailable
 
@@ -32,6 +33,7 @@ class TransactionManager:
         config: LaneConfig,
         poll_interval_s: float = 0.5,
         fence: Fence = UNFENCED,
+        observer: LaneObserver = UNOBSERVED,
     ) -> None:
         if not keys:
             raise ValueError("the transaction manager needs at least one signing key")
@@ -40,7 +42,9 @@ class TransactionManager:
         self._config = config
         self._poll = poll_interval_s
         self.head = Head()
-        self._lanes = {key.address: Lane(key, rpc, self.head, config, fence) for key in self._keys}
+        self._lanes = {
+            key.address: Lane(key, rpc, self.head, config, fence, observer) for key in self._keys
+        }
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
