@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from services.executor.chain.keys import SigningKey
 from services.executor.chain.lane import LaneConfig
 from services.executor.chain.manager import TransactionManager
-from services.executor.chain.records import AlreadyExists, Created, Refused, Reverted
+from services.executor.chain.records import Created, Refused, Reverted
 from services.executor.chain.rpc import JsonRpc
 from services.executor.chain_metrics import ChainMetrics, LaneGauges
 from shared import error_codes, metrics
@@ -206,10 +206,15 @@ async def test_reverts_are_counted_by_key_and_decoded_error_code(watched: Watche
     assert isinstance(out_of_gas, Reverted) and out_of_gas.error == "out of gas"
 
     manager = await watched.manager()
-    first = await asyncio.wait_for(manager.create("twice", watched.journal), 20)
-    again = await asyncio.wait_for(manager.create("twice", watched.journal), 20)
-    assert isinstance(first, Created) and isinstance(again, AlreadyExists)
-    hashes = [first.tx_hash, again.tx_hash]
+    chain = watched.chain
+    chain.set_automine(False)
+    task = asyncio.gather(*(manager.create("twice", watched.journal) for _ in range(2)))
+    await until(lambda: len(watched.journal.of("twice")) == 2)
+    hashes = [a.tx_hash for a in watched.journal.of("twice")]
+    await until(lambda: all(chain.rpc("eth_getTransactionByHash", h) for h in hashes))
+    chain.mine(1)  # both in one block: the second reverts with BucketAlreadyExists
+    outcomes = await asyncio.wait_for(task, 20)
+    assert sorted(type(o).__name__ for o in outcomes) == ["AlreadyExists", "Created"]
 
     samples = watched.samples()
     reverts = {
