@@ -20,7 +20,8 @@ import time
 from typing import Any
 
 import rlp
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from localinfra.anvil import AnvilError, rpc_call
 from localinfra.chain import DEPLOYER, DEV_BALANCE_WEI, deploy_storage
