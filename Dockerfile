@@ -29,8 +29,13 @@ RUN --mount=type=secret,id=pip_ca \
     if [ -f /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
       > /tmp/requirements.txt; \
-    pip install --requirement /tmp/requirements.txt; \
+    pip install --requirement /tmp/requirements.txt
+# The SDK's version is the Git reference in AKAVE_SDK_REQUIREMENT, and git lives in this build
+# stage only (it is not in the image): neither is pinned here.
+# hadolint ignore=DL3008,DL3013
+RUN --mount=type=secret,id=pip_ca \
     if [ "$INSTALL_AKAVE_SDK" = "true" ]; then \
+      if [ -f /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
       apt-get update; \
       apt-get install -y --no-install-recommends git; \
       pip install "$AKAVE_SDK_REQUIREMENT"; \

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from localinfra.engine import EngineError, _apt_install, client, docker, image_exists
+from localinfra.engine import EngineError, _apt_install, client, client_env, docker, image_exists
 
 USER_BASE = "python:3.11-slim"
 DEBIAN_BASE = "akave-gateway-base:bookworm"
@@ -53,7 +53,7 @@ def build_debian_base(tag: str = DEBIAN_BASE) -> float:
         imported = subprocess.run(
             [client(), "import",
              "--change", 'CMD ["python3"]', "-", tag],
-            stdin=tar.stdout, capture_output=True, text=True,
+            stdin=tar.stdout, capture_output=True, text=True, env=client_env(),
         )  # fmt: skip
         tar.wait()
         if imported.returncode != 0 or tar.returncode != 0:

@@ -1,7 +1,12 @@
 """The container engine for `make test-containers`: Docker, installed and started when missing.
 
 Debian's `docker.io` is the engine here; `dockerd` runs with the `vfs` storage driver (no
-overlay filesystem inside this machine) and its log in `/var/log/dockerd-akave.log`. Images
+overlay filesystem inside this machine) and its log in `/var/log/dockerd-akave.log`.
+
+When no engine answers already, the one started here listens on a socket of its own
+(`SOCKET`, exported to the client as DOCKER_HOST), never the default `/var/run/docker.sock`:
+the test suite takes a Docker engine at the default socket as one that can pull Redpanda and
+Postgres images (tests/support/containers.py), and this machine pulls nothing. Images
 are built with BuildKit, and only Debian's own client (`/usr/bin/docker`, shipped with the
 engine) has BuildKit without the separate buildx plugin, so that client is preferred.
 Needs root, like the rest of this machine's installs (apt-get).
@@ -17,6 +22,8 @@ from pathlib import Path
 
 DEBIAN_CLIENT = Path("/usr/bin/docker")
 DAEMON_LOG = Path("/var/log/dockerd-akave.log")
+SOCKET = Path("/run/akave-gateway-docker/docker.sock")
+EXEC_ROOT = Path("/run/akave-gateway-docker/exec")
 START_TIMEOUT_S = 60
 
 
@@ -34,6 +41,13 @@ def client() -> str:
     return found
 
 
+def client_env() -> dict[str, str]:
+    """The environment for the client: DOCKER_HOST names our engine when it runs."""
+    if "DOCKER_HOST" not in os.environ and SOCKET.exists():
+        return {**os.environ, "DOCKER_HOST": f"unix://{SOCKET}"}
+    return dict(os.environ)
+
+
 def docker(*args: str, timeout: float = 600, check: bool = True, **env: str) -> str:
     """Run the docker client; its stdout. Fails with the client's stderr."""
     result = subprocess.run(
@@ -41,7 +55,7 @@ def docker(*args: str, timeout: float = 600, check: bool = True, **env: str) -> 
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **env},
+        env={**client_env(), **env},
     )
     if check and result.returncode != 0:
         raise EngineError(f"docker {' '.join(args[:3])} ...: {result.stderr.strip()[-2000:]}")
@@ -55,10 +69,17 @@ def ensure_engine() -> None:
         _apt_install("docker.io")
     if _answers():
         return
-    print("starting dockerd (storage driver vfs) ...", flush=True)
+    print(f"starting dockerd (storage driver vfs) on {SOCKET} ...", flush=True)
+    SOCKET.parent.mkdir(parents=True, exist_ok=True)
     with DAEMON_LOG.open("ab") as log:
         subprocess.Popen(
-            ["dockerd", "--storage-driver=vfs"],
+            [
+                "dockerd",
+                "--storage-driver=vfs",
+                f"--host=unix://{SOCKET}",
+                f"--exec-root={EXEC_ROOT}",
+                f"--pidfile={SOCKET.parent / 'dockerd.pid'}",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives this run: images stay cached for the next
@@ -71,7 +92,10 @@ def ensure_engine() -> None:
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run([client(), "image", "inspect", name], capture_output=True).returncode == 0
+    inspect = subprocess.run(
+        [client(), "image", "inspect", name], capture_output=True, env=client_env()
+    )
+    return inspect.returncode == 0
 
 
 def _answers() -> bool:
