@@ -15,9 +15,13 @@ COMPOSE = REPO / "compose.yaml"
 GATEWAY = ("chain-setup", "migrate", "api", "executor", "projector", "notifier")
 
 
-def config(path: Path) -> subprocess.CompletedProcess[str]:
+LOCAL = REPO / "deploy" / "compose-local" / "compose.local.yaml"
+
+
+def config(path: Path, *more: Path) -> subprocess.CompletedProcess[str]:
+    files = [arg for p in (path, *more) for arg in ("-f", str(p))]
     return subprocess.run(
-        [venv_tool("docker-compose"), "-f", str(path), "config", "--format", "json"],
+        [venv_tool("docker-compose"), *files, "config", "--format", "json"],
         capture_output=True, text=True, timeout=60, cwd=path.parent,
     )  # fmt: skip
 
@@ -57,3 +61,14 @@ def test_compose_runs_the_stack_the_gateway_needs() -> None:
     assert "ports" not in services["executor"]
     volumes = {v["target"] for s in services.values() for v in s.get("volumes", [])}
     assert {"/var/lib/redpanda/data", "/var/lib/postgresql/data", "/anvil"} <= volumes
+
+
+def test_local_override_swaps_only_images_that_cannot_be_pulled() -> None:
+    base = json.loads(config(COMPOSE).stdout)["services"]
+    merged = config(COMPOSE, LOCAL)
+    assert merged.returncode == 0, merged.stderr
+    services = json.loads(merged.stdout)["services"]
+    changed = {name for name in services if services[name]["image"] != base[name]["image"]}
+    assert changed == {"redpanda", "postgres", "anvil", "prometheus"}
+    for name in GATEWAY:
+        assert services[name]["environment"] == base[name]["environment"], name
