@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint typecheck unit migrate infra-up infra-down clean chaos bench \
-	test-containers
+	test-containers test-compose
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -47,6 +47,10 @@ chaos: install
 # chain of its own (needs root: installs and starts Docker when missing). Not in `make test`.
 test-containers: install
 	$(BIN)/python -m localinfra.containers_run
+
+# compose.yaml itself, with compose.local.yaml's locally built images (deploy/compose-local/).
+test-compose: install
+	deploy/compose-local/run.sh
 
 migrate: install
 	$(BIN)/akave-gateway migrate
