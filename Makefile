@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit migrate infra-up infra-down clean chaos bench
+.PHONY: install run test lint typecheck unit migrate infra-up infra-down clean chaos bench \
+	test-containers test-compose
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -41,6 +42,15 @@ test: lint typecheck
 # The fault suite's full run (about 20 minutes); e.g. CHAOS_ARGS="--jobs 200 --scenarios poison"
 chaos: install
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
+# The image built from the Dockerfile and run as every service against Kafka, Postgres and a
+# chain of its own (needs root: installs and starts Docker when missing). Not in `make test`.
+test-containers: install
+	$(BIN)/python -m localinfra.containers_run
+
+# compose.yaml itself, with compose.local.yaml's locally built images (deploy/compose-local/).
+test-compose: install
+	deploy/compose-local/run.sh
 
 migrate: install
 	$(BIN)/akave-gateway migrate

@@ -146,21 +146,7 @@ class LocalAnvil(LocalServer):
 
     def rpc(self, method: str, *params: Any, timeout: float = 10) -> Any:
         """One JSON-RPC call; the `result`, or RpcError with the chain's error."""
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
-        request = urllib.request.Request(
-            self.rpc_url, data=body.encode(), headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                answer = json.loads(response.read())
-        except (OSError, urllib.error.URLError) as exc:
-            raise AnvilError(f"{method}: anvil at {self.rpc_url} did not answer: {exc}") from exc
-        if "error" in answer:
-            error = answer["error"]
-            raise RpcError(
-                method, error.get("code", 0), error.get("message", ""), error.get("data")
-            )
-        return answer.get("result")
+        return rpc_call(self.rpc_url, method, *params, timeout=timeout)
 
     def block_number(self) -> int:
         return int(self.rpc("eth_blockNumber"), 16)
@@ -248,6 +234,23 @@ class LocalAnvil(LocalServer):
             return exe.name == "anvil" and Path(f"/proc/{pid}/cwd").resolve() == self.dir
         except OSError:
             return False
+
+
+def rpc_call(url: str, method: str, *params: Any, timeout: float = 10) -> Any:
+    """One JSON-RPC call to the node at `url`; the `result`, or RpcError with its error."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)})
+    request = urllib.request.Request(
+        url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except (OSError, urllib.error.URLError) as exc:
+        raise AnvilError(f"{method}: the chain at {url} did not answer: {exc}") from exc
+    if "error" in answer:
+        error = answer["error"]
+        raise RpcError(method, error.get("code", 0), error.get("message", ""), error.get("data"))
+    return answer.get("result")
 
 
 def _seconds(value: float) -> str:

@@ -15,6 +15,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from localinfra.anvil import AnvilError, LocalAnvil
 from localinfra.dev_keys import DEV_ACCOUNTS, DEV_ADDRESS, DEV_KEY
@@ -28,6 +29,12 @@ DEV_STATE_INTERVAL_S = 1
 DEPLOYER = DEV_ACCOUNTS[-1][0]  # anvil unlocks its dev accounts: eth_sendTransaction signs
 # The signer is topped up to this when below half of it (anvil starts it with 10,000 ETH).
 DEV_BALANCE_WEI = 10_000 * 10**18
+
+
+class JsonRpc(Protocol):
+    """A chain that answers JSON-RPC calls: a LocalAnvil, or a node at a URL."""
+
+    def rpc(self, method: str, *params: Any, timeout: float = 10) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ def ensure_dev_chain(
     return DevChain(chain, chain.rpc_url, chain.chain_id, address, DEV_KEY, DEV_ADDRESS)
 
 
-def deploy_storage(chain: LocalAnvil, deployer: str = DEPLOYER, timeout: float = 60) -> str:
+def deploy_storage(chain: JsonRpc, deployer: str = DEPLOYER, timeout: float = 60) -> str:
     """Deploy our Storage contract from an unlocked account; its address once mined."""
     tx_hash = chain.rpc(
         "eth_sendTransaction",
