@@ -127,6 +127,12 @@ EXECUTOR_IN_FLIGHT = Metric(
     "jobs this executor has started and not finished",
     "executor",
 )
+EXECUTOR_STANDBY = Metric(
+    "akave_executor_standby",
+    "gauge",
+    "1 while this executor waits for its key pool's signer locks (a standby), 0 while it signs",
+    "executor",
+)
 EXECUTOR_EVENTS = Metric(
     "akave_executor_events_appended",
     "counter",

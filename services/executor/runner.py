@@ -280,8 +280,8 @@ class SignerFenceLost(RuntimeError):
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """With the evm backend, the signer locks of the whole key pool come first: a standby
-    waits for them before it joins the consumer group (chain/fence.py), and serves no metrics
-    until then."""
+    waits for them before it joins the consumer group (chain/fence.py), serving its metrics
+    meanwhile (`akave_executor_standby` 1)."""
     await ensure_topics(settings)
     evm = settings.akave_backend == "evm"
     fence = (
@@ -289,15 +289,23 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     )
     registry = CollectorRegistry()
     observer = ChainMetrics(registry) if evm else UNOBSERVED
+    standby = metrics.gauge(metrics.EXECUTOR_STANDBY, registry)
     backend = await open_backend(settings, fence or UNFENCED, observer)
+    # Served from here on, a standby included: probes and scrapes see it alive, and
+    # `akave_executor_standby` says which role it has.
+    stop_metrics = metrics.serve(
+        registry, settings.metrics_host, settings.executor_metrics_port, "executor"
+    )
     halt = asyncio.Event()
     helpers: list[asyncio.Task[None]] = [asyncio.create_task(_set_when(stop, halt))]
     engine = make_engine(settings, pool_size=1, max_overflow=0) if fence else None
     try:
         if fence is not None and engine is not None:
             assert isinstance(backend, EvmBackend)
+            standby.set(1)
             if not await fence.acquire(backend.chain_id, backend.signers, stop):
                 return
+            standby.set(0)
             registry.register(LaneGauges(backend.status))
             helpers += [
                 asyncio.create_task(_set_when(fence.lost, halt)),
@@ -313,6 +321,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             ]
         await _consume(settings, backend, halt, registry)
     finally:
+        stop_metrics()
         for task in helpers:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
@@ -347,14 +356,10 @@ async def _consume(
         )
         consumer.subscribe([settings.bucket_events_topic], listener=executor)
         await consumer.start()
-        stop_metrics = metrics.serve(
-            registry, settings.metrics_host, settings.executor_metrics_port, "executor"
-        )
         try:
             log.info("executor started", extra={"backend": settings.akave_backend})
             await executor.run(stop)
         finally:
-            stop_metrics()
             await consumer.stop()
         log.info(
             "executor stopped",

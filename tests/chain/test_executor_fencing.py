@@ -52,6 +52,9 @@ def contract(chain: LocalAnvil) -> str:
     return deploy_storage(chain)
 
 
+STANDBY_PORT = free_port()  # the second executor's metrics
+
+
 @pytest.fixture(scope="module")
 def stack(
     stack_settings: Settings,
@@ -70,14 +73,15 @@ def stack(
             "executor_session_timeout_ms": 10_000,  # the default: it bounds the handover
             "chain_lane_status_interval_s": 0.5,
             "chain_lane_status_stale_s": 5.0,
-            "executor_metrics_port": free_port(),  # the signer's; a standby serves none
+            "executor_metrics_port": free_port(),  # the signer's; the standby's is STANDBY_PORT
         }
     )
     running = Stack(settings, tmp_path_factory.mktemp("fencing"))
     try:
         running.start("projector", "executor")
         wait_for_log(running, "executor", "this executor signs")
-        running.start("executor:2", "api")
+        running.start("executor:2", env={"EXECUTOR_METRICS_PORT": str(STANDBY_PORT)})
+        running.start("api")
         wait_for_log(running, "executor:2", "standby")
         yield running
     finally:
@@ -142,9 +146,9 @@ def assert_clean(chain: LocalAnvil, names: list[str]) -> None:
     assert len(transactions) == sum(counts.values()), "a transaction that created nothing"
 
 
-def executor_metrics(stack: Stack) -> Samples:
+def executor_metrics(stack: Stack, port: int | None = None) -> Samples:
     s = stack.settings
-    return scrape(f"http://{s.metrics_host}:{s.executor_metrics_port}/metrics")
+    return scrape(f"http://{s.metrics_host}:{port or s.executor_metrics_port}/metrics")
 
 
 async def submit(client: httpx.AsyncClient, names: list[str]) -> list[str]:
@@ -170,6 +174,13 @@ async def test_two_executors_with_one_key_never_collide(
     assert "signer locks held" not in log_text(stack, "executor:2")
 
     samples = executor_metrics(stack)
+    assert value(samples, "akave_executor_standby") == 0
+    standby = executor_metrics(stack, STANDBY_PORT)  # alive and saying what it is, no lanes
+    assert value(standby, "akave_executor_standby") == 1
+    lane_gauges = {
+        m.name for m in metrics.ALL if m.name.startswith("akave_chain_") and m.kind == "gauge"
+    }
+    assert not [name for name, _ in standby if name in lane_gauges]
     assert gateway_series(samples) <= metrics.exported_series()
     always = {s for m in metrics.ALL if m.name.startswith("akave_chain_") and m.kind != "counter"
               for s in m.series()}  # fmt: skip
@@ -243,6 +254,7 @@ async def test_the_standby_signs_within_15_s_of_the_holders_sigkill(
     assert took <= TAKEOVER_LIMIT_S
     await complete(stack, client, ids)
     assert "signer locks held" in log_text(stack, "executor:2")
+    assert value(executor_metrics(stack, STANDBY_PORT), "akave_executor_standby") == 0
     transactions = our_transactions(chain)
     assert len({int(tx["nonce"], 16) for tx in transactions}) == len(transactions)
     assert all(int(tx["receipt"]["status"], 16) == 1 for tx in transactions)

@@ -66,14 +66,15 @@ class Stack:
         values.update(overrides)
         return base.model_copy(update=values)
 
-    def start(self, *names: str) -> None:
-        """Start services by name; `executor:2` is a second instance of `executor`."""
+    def start(self, *names: str, env: dict[str, str] | None = None) -> None:
+        """Start services by name; `executor:2` is a second instance of `executor`. `env`
+        overrides settings of these processes only (e.g. a second instance's metrics port)."""
         for name in names or ("projector", "executor", "api"):
             log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "cli", name.partition(":")[0]],
                 cwd=REPO,
-                env=settings_env(self.settings),
+                env={**settings_env(self.settings), **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
