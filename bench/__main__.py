@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only accept,metrics,e2e,executor,chain,replay]`: the suite,
+"""`python -m bench [--quick] [--only accept,metrics,e2e,chain,replay]`: the suite,
 on a broker and a database of its own (the replay benchmark, `bench.replay`, brings its own).
 Figures go to `.local/bench/results-<time>.json`, tables to stdout, and with matplotlib
 installed (`pip install -e '.[bench]'`) the latency plot to `.local/bench/`.
@@ -14,10 +14,10 @@ import sys
 import time
 from typing import Any
 
-from bench import accept, chain, e2e, executor, metrics_cost
+from bench import accept, chain, e2e, metrics_cost
 from bench.infra import OUT, REPO, infra, load
 
-SUITES = ("accept", "metrics", "e2e", "executor", "chain", "replay")
+SUITES = ("accept", "metrics", "e2e", "chain", "replay")
 
 
 def memory(results: dict[str, Any]) -> list[str]:
@@ -33,11 +33,6 @@ def memory(results: dict[str, Any]) -> list[str]:
     for run in results.get("e2e", {}).get("runs", []):
         for name, mib in run["peak_rss_mib"].items():
             lines.append(f"| end to end, {run['offered_rate']:g}/s | {name} | {mib:.0f} |")
-    for run in results.get("executor", {}).get("runs", []):
-        lines.append(
-            f"| executor | {run['processes']}, executor(s), concurrency {run['concurrency']} "
-            f"(largest process) | {run['executor_peak_rss_mib']:.0f} |"
-        )
     for run in results.get("chain", {}).get("runs", []):
         for name, mib in run["peak_rss_mib"].items():
             lines.append(
@@ -72,9 +67,6 @@ def main() -> None:
             rates = (200.0,) if args.quick else (50.0, 100.0, 200.0)
             results["e2e"] = e2e.bench(bench_infra, quick=args.quick, rates=rates)
             print("\n".join(e2e.table(results["e2e"])), "\n", flush=True)
-        if "executor" in chosen:
-            results["executor"] = executor.bench(bench_infra, quick=args.quick)
-            print("\n".join(executor.table(results["executor"])), "\n", flush=True)
         if "chain" in chosen:
             results["chain"] = chain.bench(bench_infra, quick=args.quick)
             print("\n".join(chain.table(results["chain"])), "\n", flush=True)

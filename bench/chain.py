@@ -24,72 +24,22 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import run
+from bench.dev_chain import BLOCK_GAS, BLOCK_TIME_S, POOL, Chain, key_pool_file, local_chain
 from bench.e2e import stages
-from bench.infra import OUT, REPO, Infra, Services, cpu_seconds, infra, load, tree
+from bench.infra import OUT, Infra, Services, cpu_seconds, infra, load, tree
 from localinfra.anvil import LocalAnvil
-from localinfra.chain import DEPLOYER, deploy_storage
-from localinfra.dev_keys import DEV_ACCOUNTS
 from services.executor.backends.evm import EvmBackend
 from services.executor.chain.records import Attempt
 from shared.settings import Settings
 
-BLOCK_TIME_S = 2.0
-BLOCK_GAS = 30_000_000
-POOL = DEV_ACCOUNTS[:4]  # anvil's public dev keys: public test data (localinfra/dev_keys.py)
-FUND_WEI = 10_000 * 10**18
 MAX_OFFERED = 100.0  # jobs/s: past this the 2 shared cores, not the chain, decide
 P99_TARGET_S = 2 * BLOCK_TIME_S + 1
-
-
-@dataclass(frozen=True)
-class Chain:
-    anvil: LocalAnvil
-    contract: str
-    chain_id: int
-
-
-@contextlib.contextmanager
-def local_chain() -> Iterator[Chain]:
-    """A fresh anvil of this run's own, our contract deployed, the pool's keys funded."""
-    anvil = LocalAnvil(
-        REPO,
-        name=f"bench-{os.getpid()}",
-        block_time=BLOCK_TIME_S,
-        gas_limit=BLOCK_GAS,
-        fresh=True,
-    )
-    anvil.start()
-    try:
-        contract = deploy_storage(anvil, DEPLOYER)
-        for address, _key in POOL:
-            anvil.set_balance(address, FUND_WEI)
-        yield Chain(anvil, contract, anvil.chain_id)
-    finally:
-        anvil.stop()
-        shutil.rmtree(anvil.dir, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def key_pool_file(keys: int) -> Iterator[Path]:
-    """The first `keys` dev keys, one a line, in a 0600 file that is removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix="chain-keys-", dir=OUT))  # mode 0700
-    path = folder / "pool"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("".join(f"{key}\n" for _address, key in POOL[:keys]))
-        yield path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def slots_per_s(in_flight: int, keys: int) -> float:

@@ -90,7 +90,6 @@ class Infra:
             "dead_letter_topic": f"bench-{tag}.bucket-events.dlq",
             "executor_group_id": f"bench-{tag}-executor",
             "api_port": free_port(),
-            "sim_owner": f"owner-{tag}",
         }
         values.update(overrides)
         return self.settings.model_copy(update=values)
@@ -111,8 +110,7 @@ def infra() -> Iterator[Infra]:
             database_url=url,
             kafka_bootstrap_servers=broker.bootstrap_servers,
             topic_partitions=3,
-            akave_backend="simulated",  # these benchmarks measure the gateway, not a chain
-            log_level="WARNING",
+            log_level="WARNING",  # a benchmark that runs an executor names its chain
         )
         log_dir = OUT / "logs"
         log_dir.mkdir(exist_ok=True)
@@ -124,7 +122,7 @@ def infra() -> Iterator[Infra]:
 
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKAVE_", "SIM_", "BENCH_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKAVE_", "BENCH_"))}
     for key, value in settings.model_dump(mode="json").items():
         if value is not None and key != "akave_private_key":
             env[key.upper()] = str(value)

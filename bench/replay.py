@@ -197,7 +197,7 @@ def replay(settings: Settings, workers: int | None) -> tuple[float, int, dict[st
     `replay finished` line plus its CPU seconds)."""
     env = dict(os.environ)
     for name, value in settings.model_dump(mode="json").items():
-        if value is not None and not name.startswith(("akave_", "sim_")):
+        if value is not None and not name.startswith("akave_"):
             env[name.upper()] = str(value)
     env.update(PYTHONUNBUFFERED="1", LOG_FORMAT="json")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

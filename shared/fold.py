@@ -108,6 +108,7 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
             job.error,
             job.error_code,
             job.completed_at,
+            job.retry_of,
         )
     if isinstance(data, BucketCreated):
         if owner is not None and owner != job.job_id:

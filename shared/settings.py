@@ -67,9 +67,8 @@ class Settings(BaseSettings):
     nonce_retry_limit: int = Field(default=5, ge=0)
 
     # Akave backend
-    # evm: a real EVM chain (`make run` starts anvil); simulated: a stand-in chain in Postgres
-    # (kept for the fault suite and benchmarks until they move to the chain); akave: the SDK
-    akave_backend: Literal["simulated", "akave", "evm"] = "evm"
+    # evm: an EVM chain over JSON-RPC (`make run` starts anvil); akave: Akave's SDK
+    akave_backend: Literal["akave", "evm"] = "evm"
     akave_node_address: str = "connect.akave.ai:5500"
     akave_private_key: SecretStr | None = None
     akave_private_key_file: Path | None = None
@@ -102,14 +101,6 @@ class Settings(BaseSettings):
     # Lane status for /health: published this often; older than `stale` means stale
     chain_lane_status_interval_s: float = Field(default=2.0, gt=0)
     chain_lane_status_stale_s: float = Field(default=30.0, gt=0)
-
-    # Simulated chain (AKAVE_BACKEND=simulated)
-    sim_owner: str = "simulated-owner"
-    sim_latency_ms: int = Field(default=500, ge=0)
-    sim_transient_failure_rate: float = Field(default=0.0, ge=0, le=1)
-    sim_permanent_error: Literal["", "insufficient_funds", "invalid_bucket_name"] = ""
-    # the simulated chain's own database (schema akave_sim); None: DATABASE_URL's
-    sim_database_url: str | None = None
 
     # Webhooks (notifier)
     notifier_group_id: str = "akave-notifier"
@@ -150,7 +141,6 @@ class Settings(BaseSettings):
         "chain_key_pool_file",
         "chain_id",
         "api_keys_file",
-        "sim_database_url",
         "otel_exporter_otlp_endpoint",
         mode="before",
     )
@@ -159,12 +149,10 @@ class Settings(BaseSettings):
         """`AKAVE_PRIVATE_KEY=` in a .env file means "not set", not "an empty key"."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("database_url", "sim_database_url")
+    @field_validator("database_url")
     @classmethod
-    def _psycopg_driver(cls, value: str | None) -> str | None:
+    def _psycopg_driver(cls, value: str) -> str:
         """Accept the plain libpq URL forms, always use the psycopg 3 driver."""
-        if value is None:
-            return None
         for prefix in ("postgresql://", "postgres://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]

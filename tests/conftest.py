@@ -105,15 +105,14 @@ def database_url(postgres_server: str | None) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def base_settings(kafka_bootstrap: str, database_url: str) -> Settings:
-    """Settings every test starts from: fast retries, a quick simulated chain."""
+    """Settings every test starts from: fast retries. No chain: a test or stack that runs the
+    executor puts it on an anvil chain of its own (tests/support/evm_stack.py)."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
         kafka_bootstrap_servers=kafka_bootstrap,
         topic_partitions=3,
         retry_delay_s=2.0,
-        sim_latency_ms=50,
-        akave_backend="simulated",  # tests on the chain set "evm" (tests/chain/)
         executor_session_timeout_ms=6000,
         log_level="INFO",
     )
@@ -121,12 +120,24 @@ def base_settings(kafka_bootstrap: str, database_url: str) -> Settings:
 
 @pytest.fixture(scope="module")
 def stack_settings(
-    request: pytest.FixtureRequest, base_settings: Settings, postgres_server: str | None
+    request: pytest.FixtureRequest,
+    base_settings: Settings,
+    postgres_server: str | None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Settings]:
-    """This module's settings: its own topic and database, plus the module's STACK_SETTINGS."""
+    """This module's settings: its own topic, database and (on the evm backend) anvil chain
+    (`stack_chain`; `STACK_CHAIN = None`: the module's stack names its own), plus the module's
+    STACK_SETTINGS."""
     overrides = getattr(request.module, "STACK_SETTINGS", {})
+    chain: dict[str, object] = {}
+    own_chain = getattr(request.module, "STACK_CHAIN", {}) is None  # the module brings one
+    if overrides.get("akave_backend", base_settings.akave_backend) == "evm" and not own_chain:
+        from tests.support.evm_stack import chain_settings, key_pool  # it imports this module
+
+        on = request.getfixturevalue("stack_chain")
+        chain = chain_settings(on.rpc_url, on.contract, key_pool(tmp_path_factory.mktemp("keys")))
     with own_database(postgres_server, f"akave_gw_{uuid.uuid4().hex[:10]}") as url:
-        yield Stack.settings_for(base_settings, database_url=url, **overrides)
+        yield Stack.settings_for(base_settings, database_url=url, **{**chain, **overrides})
 
 
 @pytest.fixture(scope="module")

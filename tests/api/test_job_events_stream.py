@@ -1,4 +1,6 @@
-"""`GET /buckets/jobs/{id}/events` (Server-Sent Events) against the real API process."""
+"""`GET /buckets/jobs/{id}/events` (Server-Sent Events) against the real API process, its
+executor on an automining anvil chain of the module's own, which stops mining while a test
+watches a job in `processing`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.evm_stack import StackChain
 from tests.support.stack import Stack, unique_name
 from tests.support.tcp_proxy import TcpProxy
 
@@ -20,7 +23,6 @@ STACK_SETTINGS = {
     "live_poll_interval_s": 0.1,
     "live_heartbeat_s": 0.5,
     "live_max_streams": 2,
-    "sim_latency_ms": 1500,  # long enough for a poll to see `processing`
 }
 
 
@@ -57,8 +59,17 @@ async def next_event(stream: AsyncIterator[dict[str, Any]], timeout: float = 30)
     return None, beats
 
 
+async def signed(stream: AsyncIterator[dict[str, Any]], processing: Any) -> Any:
+    """The `processing` event that shows the job's pending transaction: `processing` itself if
+    it does, else the next one (the create is signed just after the attempt starts)."""
+    while processing["data"]["tx_hash"] is None:
+        processing, _ = await next_event(stream)
+        assert processing["event"] == "processing", processing
+    return processing
+
+
 async def test_stream_follows_a_job_from_queued_to_completed(
-    stack: Stack, client: httpx.AsyncClient
+    stack: Stack, client: httpx.AsyncClient, stack_chain: StackChain
 ) -> None:
     stack.stop("executor")  # the job waits in `queued` until the executor is back
     accepted = (await client.post("/buckets", json={"bucket_name": unique_name("live")})).json()
@@ -79,14 +90,18 @@ async def test_stream_follows_a_job_from_queued_to_completed(
             assert "too many open event streams" in third.json()["detail"]
             assert third.headers["retry-after"] == str(stack.settings.retry_after_s)
 
-            stack.start("executor")
-            processing, beats = await next_event(stream, timeout=60)
-            assert beats >= 1, "no heartbeat while the job waited"
-            assert processing["event"] == "processing" and processing["data"]["attempts"] == 1
-            resumed, _ = await next_event(messages(second))
-            assert (resumed["event"], resumed["id"]) == ("processing", processing["id"])
+            with stack_chain.not_mining():  # its create waits unmined: `processing`
+                stack.start("executor")
+                processing, beats = await next_event(stream, timeout=60)
+                assert beats >= 1, "no heartbeat while the job waited"
+                assert processing["event"] == "processing"
+                assert processing["data"]["attempts"] == 1
+                resumed, _ = await next_event(messages(second))
+                assert (resumed["event"], resumed["id"]) == ("processing", processing["id"])
+                pending = await signed(stream, processing)
         completed, _ = await next_event(stream)
         assert completed["event"] == "completed"
+        assert completed["data"]["tx_hash"] == pending["data"]["tx_hash"]
         after, _ = await next_event(stream, timeout=10)
         assert after is None  # no more events: the stream closed after the end
 
@@ -123,7 +138,7 @@ async def test_unknown_job_is_404_and_a_malformed_id_is_422(client: httpx.AsyncC
 
 
 async def test_database_outage_mid_stream_keeps_the_stream_alive_until_it_returns(
-    stack: Stack, client: httpx.AsyncClient, db_proxy: TcpProxy
+    stack: Stack, client: httpx.AsyncClient, db_proxy: TcpProxy, stack_chain: StackChain
 ) -> None:
     stack.stop("executor")
     accepted = (await client.post("/buckets", json={"bucket_name": unique_name("dark")})).json()
@@ -142,7 +157,11 @@ async def test_database_outage_mid_stream_keeps_the_stream_alive_until_it_return
                     beats += 1
         finally:
             db_proxy.restore()
-        stack.start("executor")
-        events = [(await next_event(stream, timeout=60))[0]["event"] for _ in range(2)]
-        assert events == ["processing", "completed"]
+        with stack_chain.not_mining():  # `processing` until its create is mined
+            stack.start("executor")
+            processing, _ = await next_event(stream, timeout=60)
+            assert processing["event"] == "processing"
+            await signed(stream, processing)
+        completed, _ = await next_event(stream, timeout=60)
+        assert completed["event"] == "completed"
     assert "job watch cannot read the database" in stack.logs("api")

@@ -1,46 +1,43 @@
 """`POST /buckets/jobs/{id}/retry` on the real stack: a retry is a new job in the log, linked
 both ways; the same retry twice is one job; failures that cannot heal, and jobs that are not
-failed, are refused; bad input never gets a 500."""
+failed, are refused; bad input never gets a 500. On an anvil chain of the module's own (0.5 s
+blocks, our contract); the failure that heals is the signing key without funds, then funded."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from services.api.retries import retry_job_id
-from services.executor.backends.simulated import SimulatedChain
 from shared.events import BucketRequested, decode, new_event
 from shared.kafka import Appender
+from tests.support.evm_stack import StackChain
 from tests.support.stack import Stack, read_events, unique_name
 
-STACK_SETTINGS = {"sim_latency_ms": 50, "retry_delay_s": 0.0}
+STACK_CHAIN = {"block_time": 0.5}  # the key's funds go and come back (StackChain.unfunded)
+STACK_SETTINGS = {"retry_delay_s": 0.0, "chain_insufficient_funds_wait_s": 1.0}
 
 
 @pytest.fixture(scope="module")
-async def chain(stack: Stack) -> AsyncIterator[SimulatedChain]:
-    sim = await SimulatedChain.open(stack.settings)
-    try:
-        yield sim
-    finally:
-        await sim.close()
+def chain(stack: Stack, stack_chain: StackChain) -> StackChain:
+    return stack_chain
 
 
-async def failed_job(stack: Stack, client: httpx.AsyncClient, chain: SimulatedChain) -> dict:
-    """A job that failed for a reason that heals: insufficient funds, once (then "topped up")."""
+async def failed_job(stack: Stack, client: httpx.AsyncClient, chain: StackChain) -> dict:
+    """A job that failed for a reason that heals: the key had no funds (then "topped up")."""
     name = unique_name("retry")
-    await chain.inject_fault(name, "insufficient_funds", 1)
-    accepted = (await client.post("/buckets", json={"bucket_name": name})).json()
-    job = await stack.wait_terminal(client, accepted["job_id"])
+    with chain.unfunded():
+        accepted = (await client.post("/buckets", json={"bucket_name": name})).json()
+        job = await stack.wait_terminal(client, accepted["job_id"])
     assert job["status"] == "failed" and job["error_code"] == "insufficient_funds", job
     return job
 
 
 async def test_a_retry_is_a_new_linked_job_that_completes_and_is_idempotent(
-    stack: Stack, client: httpx.AsyncClient, chain: SimulatedChain
+    stack: Stack, client: httpx.AsyncClient, chain: StackChain
 ) -> None:
     failed = await failed_job(stack, client, chain)
     first, second = await asyncio.gather(
@@ -72,6 +69,7 @@ async def test_a_retry_is_a_new_linked_job_that_completes_and_is_idempotent(
         (failed["job_id"], None),
         (retry_id, uuid.UUID(failed["job_id"])),
     ]  # appended once, whatever the number of calls
+    assert chain.created(failed["bucket_name"]) == 1  # the retry's create, on the chain
     completed = await client.post(f"/buckets/jobs/{retry_id}/retry")
     assert completed.status_code == 409, completed.text
 

@@ -35,6 +35,7 @@ from tests.support.stack import Stack, free_port, unique_name
 pytestmark = pytest.mark.slow
 ADDRESS, KEY = DEV_ACCOUNTS[5]
 TAKEOVER_LIMIT_S = 15.0
+STACK_CHAIN = None  # the stack below runs on `chain`, with its own key
 
 
 @pytest.fixture(scope="module")

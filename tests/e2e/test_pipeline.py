@@ -1,28 +1,42 @@
-"""The pipeline end to end through HTTP, on real Kafka and Postgres, services as processes."""
+"""The pipeline end to end through HTTP, on real Kafka and Postgres, services as processes, on
+an anvil chain of the module's own with our contract and 0.5 s blocks. The witness of what was
+created is the chain (CreateBucket logs); failures are real: reads of one name answered with a
+node error (tests/support/rpc_faults.py), the signing key without funds."""
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+import time
 
 import httpx
+import orjson
 import pytest
 
-from services.executor.backends.simulated import SimulatedChain
 from shared.events import decode
 from shared.kafka import partition_for
+from tests.support.evm_stack import ADDRESS, StackChain, signed_hashes
+from tests.support.rpc_faults import RpcFaults
 from tests.support.stack import Stack, read_events, unique_name
 
 pytestmark = pytest.mark.slow
 TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
+STACK_CHAIN = {"block_time": 0.5, "rpc_faults": True}
+STACK_SETTINGS = {
+    "chain_insufficient_funds_wait_s": 1.0,
+    "retry_delay_s": 3.0,  # well past a create on 0.5 s blocks: see the retry wait test
+}
 
 
 @pytest.fixture(scope="module")
-async def chain(stack: Stack) -> AsyncIterator[SimulatedChain]:
-    sim = await SimulatedChain.open(stack.settings)
-    yield sim
-    await sim.close()
+def chain(stack: Stack, stack_chain: StackChain) -> StackChain:
+    return stack_chain
+
+
+@pytest.fixture(scope="module")
+def faults(chain: StackChain) -> RpcFaults:
+    assert chain.faults is not None
+    return chain.faults
 
 
 async def post(client: httpx.AsyncClient, name: str, **headers: str) -> httpx.Response:
@@ -44,8 +58,13 @@ async def test_bucket_request_goes_queued_processing_completed_and_is_listed(
     assert TX_HASH.match(job["tx_hash"]) and job["attempts"] == 1 and job["error"] is None
 
     history = [decode(r.value) for r in await read_events(stack.settings) if r.key == name.encode()]
-    assert [e.type for e in history] == ["BucketRequested", "BucketProcessing", "BucketCreated"]
-    assert history[-1].data.tx_hash == job["tx_hash"]
+    assert [e.type for e in history] == [
+        "BucketRequested",
+        "BucketProcessing",
+        "BucketTransactionSigned",  # recorded before it is broadcast
+        "BucketCreated",
+    ]
+    assert history[2].data.tx_hash == history[-1].data.tx_hash == job["tx_hash"]
 
     names = []
     cursor = None
@@ -70,40 +89,41 @@ async def test_get_right_after_accept_never_answers_404(
 
 
 async def test_job_succeeds_on_third_attempt_after_two_transient_failures(
-    stack: Stack, client: httpx.AsyncClient, chain: SimulatedChain
+    stack: Stack, client: httpx.AsyncClient, chain: StackChain, faults: RpcFaults
 ) -> None:
     flaky, broken = unique_name("flaky"), unique_name("broken")
-    await chain.inject_fault(flaky, "transient", 2)
-    await chain.inject_fault(broken, "transient", 100)
+    faults.fail_views(flaky, 2)
+    faults.fail_views(broken, 100)
     jobs = [(await post(client, n)).json()["job_id"] for n in (flaky, broken)]
 
     done = await asyncio.gather(*(stack.wait_terminal(client, j) for j in jobs))
     assert done[0]["status"] == "completed" and done[0]["attempts"] == 3
     assert done[1]["status"] == "failed" and done[1]["attempts"] == 3
-    assert "connection reset" in done[1]["error"]
-    assert (await chain.create_calls(flaky)) == {"transient": 2, "created": 1}
-    assert (await chain.create_calls(broken)) == {"transient": 3}
+    assert done[1]["error_code"] == "backend_error" and "header not found" in done[1]["error"]
+    assert (faults.given(flaky), chain.created(flaky)) == (2, 1)
+    assert (faults.given(broken), chain.created(broken)) == (3, 0)
 
 
 async def test_permanent_error_fails_at_once(
-    stack: Stack, client: httpx.AsyncClient, chain: SimulatedChain
+    stack: Stack, client: httpx.AsyncClient, chain: StackChain
 ) -> None:
     name = unique_name("poor")
-    await chain.inject_fault(name, "insufficient_funds", 1)
-    job = await stack.wait_terminal(client, (await post(client, name)).json()["job_id"])
+    with chain.unfunded():
+        job = await stack.wait_terminal(client, (await post(client, name)).json()["job_id"])
     assert job["status"] == "failed" and job["attempts"] == 1
     assert job["error_code"] == "insufficient_funds"
+    assert chain.created(name) == 0
 
 
 async def test_retry_wait_does_not_delay_another_name_on_the_same_partition(
-    stack: Stack, client: httpx.AsyncClient, chain: SimulatedChain
+    stack: Stack, client: httpx.AsyncClient, faults: RpcFaults
 ) -> None:
     partitions = stack.settings.topic_partitions
     slow = unique_name("slow")
     fast = unique_name("fast")
     while partition_for(fast, partitions) != partition_for(slow, partitions):
         fast = unique_name("fast")
-    await chain.inject_fault(slow, "transient", 1)
+    faults.fail_views(slow, 1)
     slow_id = (await post(client, slow)).json()["job_id"]
     while (await client.get(f"/buckets/jobs/{slow_id}")).json()["attempts"] < 1:
         await asyncio.sleep(0.01)
@@ -115,7 +135,7 @@ async def test_retry_wait_does_not_delay_another_name_on_the_same_partition(
 
 
 async def test_twenty_concurrent_requests_for_one_name_create_it_once(
-    stack: Stack, client: httpx.AsyncClient, chain: SimulatedChain
+    stack: Stack, client: httpx.AsyncClient, chain: StackChain
 ) -> None:
     name = unique_name("race")
     responses = await asyncio.gather(*(post(client, name) for _ in range(20)))
@@ -125,7 +145,7 @@ async def test_twenty_concurrent_requests_for_one_name_create_it_once(
     completed = [j for j in jobs if j["status"] == "completed"]
     assert len(completed) == 1
     assert {j["error_code"] for j in jobs if j["status"] == "failed"} <= {"bucket_exists"}
-    assert (await chain.create_calls(name)).get("created") == 1
+    assert chain.created(name) == 1
     assert (await post(client, name)).status_code == 409
 
 
@@ -144,18 +164,22 @@ async def test_same_idempotency_key_and_body_returns_the_same_job(
 
 
 async def test_health_names_each_dependency(stack: Stack, client: httpx.AsyncClient) -> None:
+    deadline = time.monotonic() + 30
+    while not (body := (await client.get("/health")).json())["lanes"]:
+        assert time.monotonic() < deadline, "the executor never published its lane"
+        await asyncio.sleep(0.2)  # published every CHAIN_LANE_STATUS_INTERVAL_S
     response = await client.get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok"
+    assert body["status"] == "ok", body
     assert body["checks"] == {"database": "ok", "log": "ok", "projector": "ok"}
     partitions = stack.settings.topic_partitions
     assert set(body["projector_lag"]) == {str(p) for p in range(partitions)}
-    assert body["lanes"] == []  # the simulated backend signs nothing (tests/chain/ covers lanes)
+    assert [(lane["address"], lane["state"]) for lane in body["lanes"]] == [(ADDRESS, "ok")]
 
 
 async def test_concurrent_requests_with_one_idempotency_key_make_one_job(
-    stack: Stack, client: httpx.AsyncClient, chain: SimulatedChain
+    stack: Stack, client: httpx.AsyncClient, chain: StackChain
 ) -> None:
     key = unique_name("key")
     names = [unique_name("idem-a"), unique_name("idem-b")]
@@ -170,5 +194,6 @@ async def test_concurrent_requests_with_one_idempotency_key_make_one_job(
     assert len(accepted) == 5
     await stack.wait_terminal(client, accepted[0].json()["job_id"])
     loser = names[1 - names.index(winner)]
-    assert (await chain.create_calls(winner)).get("created") == 1
-    assert await chain.create_calls(loser) == {}
+    assert (chain.created(winner), chain.created(loser)) == (1, 0)
+    events = [orjson.loads(r.value) for r in await read_events(stack.settings)]
+    assert loser not in signed_hashes(events)  # never even signed

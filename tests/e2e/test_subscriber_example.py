@@ -1,4 +1,5 @@
-"""examples/subscriber runs as customers would run it, against the real topic of a real stack."""
+"""examples/subscriber runs as customers would run it, against the real topic of a real stack
+(its executor on an anvil chain of the module's own, 0.25 s blocks, our contract)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from jsonschema import Draft202012Validator
 
-from services.executor.backends.simulated import SimulatedChain
 from shared.event_schemas import SCHEMA_DIR
 from shared.events import DATA_TYPES, BucketCreated, new_event
 from shared.kafka import Appender, partition_for
+from tests.support.evm_stack import StackChain
 from tests.support.stack import REPO, Stack, read_events, unique_name
 
+STACK_CHAIN = {"block_time": 0.25}  # the key's funds go and come back (StackChain.unfunded)
+STACK_SETTINGS = {"chain_insufficient_funds_wait_s": 1.0}
 pytestmark = pytest.mark.slow
 EXAMPLE = REPO / "examples" / "subscriber" / "subscriber.py"
 UNKNOWN = {
@@ -107,7 +110,10 @@ def test_example_depends_on_aiokafka_and_the_standard_library_only() -> None:
 
 
 async def test_subscriber_records_exactly_the_created_buckets_and_skips_the_rest(
-    stack: Stack, client: httpx.AsyncClient, subscriber: tuple[subprocess.Popen[str], Path, str]
+    stack: Stack,
+    client: httpx.AsyncClient,
+    subscriber: tuple[subprocess.Popen[str], Path, str],
+    stack_chain: StackChain,
 ) -> None:
     proc, out, group = subscriber
     topic = stack.settings.bucket_events_topic
@@ -118,15 +124,12 @@ async def test_subscriber_records_exactly_the_created_buckets_and_skips_the_rest
     finally:
         await appender.stop()
 
-    doomed = unique_name("sub-doomed")
-    chain = await SimulatedChain.open(stack.settings)
-    try:
-        await chain.inject_fault(doomed, "insufficient_funds", 1)
-    finally:
-        await chain.close()
-    names = [unique_name("sub") for _ in range(3)] + [doomed]
+    names = [unique_name("sub") for _ in range(3)]
     accepted = [(await client.post("/buckets", json={"bucket_name": n})).json() for n in names]
     jobs = await asyncio.gather(*(stack.wait_terminal(client, a["job_id"]) for a in accepted))
+    with stack_chain.unfunded():  # a job that fails for real: the key cannot pay
+        doomed = (await client.post("/buckets", json={"bucket_name": unique_name("sub-x")})).json()
+        jobs.append(await stack.wait_terminal(client, doomed["job_id"]))
     created = {j["job_id"]: j for j in jobs if j["status"] == "completed"}
     assert len(created) == 3 and jobs[-1]["status"] == "failed"
 

@@ -4,8 +4,10 @@ Each test here runs once per backend in `BACKENDS`, each time on a fresh backend
 (`services/executor/job.py`) depends on exactly this: a missing bucket is None, a created
 bucket is visible, a second create of a name fails as `bucket_already_on_chain` and is retried
 so that the bucket is adopted from a view, invalid names fail for good, and `close()` may be
-called more than once. What only one backend does (the simulated chain's faults and nonces, the
-SDK adapter's threads, key masking and closing) is in that backend's own test module.
+called more than once. What only one backend does (the evm backend's transaction manager, the
+SDK adapter's threads, key masking and closing) is in that backend's own test modules. The evm
+backend runs it on our Storage contract and on Akave's own (../shared/akave-contracts; skipped
+where that is missing).
 
 A backend joins the contract with one entry in `BACKENDS`: a name and an async context manager
 that builds the backend from the test's fixtures and closes it afterwards.
@@ -26,7 +28,6 @@ from localinfra.dev_keys import DEV_ACCOUNTS
 from services.executor.backends.akave_sdk import AkaveSdkBackend
 from services.executor.backends.base import AkaveBackend, ChainBucket, CreatedBucket
 from services.executor.backends.evm import EvmBackend
-from services.executor.backends.simulated import SimulatedChain
 from services.executor.errors import BackendError
 from shared import error_codes
 from shared.events import BucketCreated
@@ -36,22 +37,6 @@ PUBLISHED_TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
 EARLIEST_BLOCK_TIME = 1_700_000_000  # November 2023: any real block time is later
 
 OpenBackend = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[AkaveBackend]]
-
-
-@asynccontextmanager
-async def simulated(request: pytest.FixtureRequest) -> AsyncIterator[AkaveBackend]:
-    """The simulated chain on the suite's Postgres, for an owner of this test's own."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        database_url=request.getfixturevalue("database_url"),
-        sim_owner=f"contract-{uuid.uuid4().hex[:12]}",
-        sim_latency_ms=0,
-    )
-    chain = await SimulatedChain.open(settings)
-    try:
-        yield chain
-    finally:
-        await chain.close()
 
 
 @asynccontextmanager
@@ -74,10 +59,20 @@ async def akave_sdk(request: pytest.FixtureRequest) -> AsyncIterator[AkaveBacken
         await backend.close()
 
 
+def evm_on(contract_fixture: str) -> OpenBackend:
+    """The evm backend on the session's anvil with the Storage contract that fixture deploys,
+    signing with anvil's dev key 7 (public test data)."""
+
+    @asynccontextmanager
+    async def evm(request: pytest.FixtureRequest) -> AsyncIterator[AkaveBackend]:
+        async with _evm(request, request.getfixturevalue(contract_fixture)) as backend:
+            yield backend
+
+    return evm
+
+
 @asynccontextmanager
-async def evm(request: pytest.FixtureRequest) -> AsyncIterator[AkaveBackend]:
-    """The evm backend on the session's anvil with our Storage contract, signing with anvil's
-    dev key 7 (public test data)."""
+async def _evm(request: pytest.FixtureRequest, contract: str) -> AsyncIterator[AkaveBackend]:
     chain = request.getfixturevalue("anvil_chain")
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -85,7 +80,7 @@ async def evm(request: pytest.FixtureRequest) -> AsyncIterator[AkaveBackend]:
         akave_private_key=DEV_ACCOUNTS[7][1],
         akave_private_key_file=None,
         chain_rpc_url=chain.rpc_url,
-        chain_contract_address=request.getfixturevalue("storage_address"),
+        chain_contract_address=contract,
         chain_poll_interval_s=0.05,
     )
     backend = await EvmBackend.open(settings)
@@ -96,9 +91,9 @@ async def evm(request: pytest.FixtureRequest) -> AsyncIterator[AkaveBackend]:
 
 
 BACKENDS: dict[str, OpenBackend] = {
-    "simulated": simulated,
     "akave_sdk": akave_sdk,
-    "evm": evm,
+    "evm": evm_on("storage_address"),
+    "evm_akave_contract": evm_on("akave_storage_address"),
 }
 
 

@@ -1,4 +1,8 @@
-"""With the log or the database down the API answers 503 fast, and recovers by itself."""
+"""With the log or the database down the API answers 503 fast, and recovers by itself.
+
+The executor signs on the evm backend (anvil of the module's own): its signer fence is a
+Postgres session, so a database outage ends it, nonzero, by design (chain/fence.py,
+docs/decisions.md), and its supervisor starts it again; the test plays the supervisor."""
 
 from __future__ import annotations
 
@@ -94,8 +98,12 @@ async def test_database_down_gives_fast_503_and_recovery(
         health, took = await timed(client, "GET", "/health")
         assert health.status_code == 503 and took < OUTAGE_ANSWER_S
         assert health.json()["checks"] == {"database": "down", "log": "ok", "projector": "unknown"}
+        code = await asyncio.to_thread(stack.procs["executor"].wait, 30)
+        assert code != 0 and "signer fence lost" in stack.logs("executor")
     finally:
         db_proxy.restore()
+    stack.procs.pop("executor")
+    stack.start("executor")  # as its supervisor does (compose: restart), a standby at first
     await recovers(client, stack)
     stack.assert_alive()
 

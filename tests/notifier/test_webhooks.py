@@ -1,5 +1,6 @@
-"""Webhooks end to end: the API, the notifier process, real Kafka, real Postgres, and real HTTP
-receivers on 127.0.0.1 in the test process."""
+"""Webhooks end to end: the API, the notifier process, real Kafka, real Postgres, real HTTP
+receivers on 127.0.0.1 in the test process, and the executor on an anvil chain of the module's
+own (0.25 s blocks, our contract)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,13 +17,13 @@ import pytest
 from aiokafka import TopicPartition
 from sqlalchemy import text
 
-from services.executor.backends.simulated import SimulatedChain
 from shared.db import make_engine
 from shared.dead_letter import CONSUMER, ORIGIN_OFFSET, ORIGIN_PARTITION
 from shared.errors import MalformedEvent, UnknownEventType
 from shared.events import Event, decode
 from shared.kafka import Appender, make_consumer
 from tests.faults.test_poison_records import POISON, UNKNOWN_TYPE
+from tests.support.evm_stack import StackChain
 from tests.support.stack import Stack, read_events, unique_name
 from tests.support.webhook_receiver import Receiver, Script, readme_verify
 
@@ -37,7 +38,9 @@ STACK_SETTINGS = {
     "webhook_max_attempts": 4,
     "webhook_poll_interval_s": 0.2,
     "notifier_session_timeout_ms": 6000,
+    "chain_insufficient_funds_wait_s": 1.0,
 }
+STACK_CHAIN = {"block_time": 0.25}  # a job fails for real: the key without funds
 DEADLINE_S = 30.0
 
 
@@ -45,13 +48,6 @@ DEADLINE_S = 30.0
 def notifier(stack: Stack) -> Iterator[None]:
     stack.start("notifier")
     yield
-
-
-@pytest.fixture(scope="module")
-async def chain(stack: Stack) -> AsyncIterator[SimulatedChain]:
-    sim = await SimulatedChain.open(stack.settings)
-    yield sim
-    await sim.close()
 
 
 @pytest.fixture
@@ -259,15 +255,17 @@ async def test_event_type_filter_is_honoured(
     stack: Stack,
     client: httpx.AsyncClient,
     receivers: Callable[..., Receiver],
-    chain: SimulatedChain,
+    stack_chain: StackChain,
 ) -> None:
     only_failed, both = receivers(), receivers()
     failed_hook = await register(client, only_failed.url, event_types=["BucketFailed"])
     both_hook = await register(client, both.url)
     assert failed_hook["event_types"] == ["BucketFailed"]
-    doomed = unique_name("doomed")
-    await chain.inject_fault(doomed, "insufficient_funds", 1)
-    ok_job, doomed_job = await create_job(client), await create_job(client, doomed)
+    ok_job = await create_job(client)
+    assert (await stack.wait_terminal(client, ok_job))["status"] == "completed"
+    with stack_chain.unfunded():
+        doomed_job = await create_job(client, unique_name("doomed"))
+        assert (await stack.wait_terminal(client, doomed_job))["status"] == "failed"
 
     await eventually(lambda: settled(client, both_hook["id"], 2), stack, "both outcomes")
     outcomes = {d["job_id"]: d["event_type"] for d in await deliveries(client, both_hook["id"])}

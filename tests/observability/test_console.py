@@ -1,6 +1,8 @@
 """The operator console in a real browser (headless Chromium) against the real stack, with
 API keys on: log in, watch a job reach `completed` without a reload, search, retry a failed
-job, redrive a parked record. Also its key handling, without a browser.
+job, redrive a parked record. Also its key handling, without a browser. The executor runs on
+an anvil chain of the module's own with 2 s blocks (long enough to see a job change on the page)
+and our contract; the failure a retry heals is the signing key without funds.
 
 Screenshots go to a temporary folder; with UPDATE_SCREENSHOTS=1 into docs/ (the ones
 docs/operations.md shows).
@@ -21,9 +23,9 @@ import httpx
 from services.api.access import CONSOLE_COOKIE
 from services.api.api_keys import digest_of, new_token
 from services.api.retries import retry_job_id
-from services.executor.backends.simulated import SimulatedChain
 from shared.kafka import Appender
 from tests.observability.browser import headless_chromium, needs_chromium
+from tests.support.evm_stack import StackChain
 from tests.support.stack import REPO, Stack, unique_name
 
 WRITER = new_token()
@@ -33,9 +35,10 @@ STACK_SETTINGS = {
     "api_rate_limit_per_s": 1000.0,
     "api_rate_limit_burst": 1000,
     "live_poll_interval_s": 0.2,
-    "sim_latency_ms": 1500,  # long enough to see a job change on the page
     "retry_delay_s": 0.0,
+    "chain_insufficient_funds_wait_s": 1.0,
 }
+STACK_CHAIN = {"block_time": 2.0}
 
 
 def shots(tmp_path: Path) -> Path:
@@ -124,7 +127,7 @@ def test_a_job_page_shows_its_history_from_the_log(stack: Stack) -> None:
 
 @needs_chromium
 def test_a_job_appears_and_completes_live_search_finds_it_and_a_retry_heals_a_failure(
-    stack: Stack, tmp_path: Path
+    stack: Stack, stack_chain: StackChain, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
 
@@ -174,20 +177,11 @@ def test_a_job_appears_and_completes_live_search_finds_it_and_a_retry_heals_a_fa
         shown(driver, "results")
         assert driver.find_elements(By.CSS_SELECTOR, f"#results #job-{job_id}")
 
-        # A failure that heals: the chain says "insufficient funds" once (funds then arrive).
+        # A failure that heals: the key cannot pay (funds then arrive).
         doomed = unique_name("console-funds")
-
-        async def inject() -> None:
-            chain = await SimulatedChain.open(stack.settings)
-            try:
-                await chain.inject_fault(doomed, "insufficient_funds", 1)
-            finally:
-                await chain.close()
-
-        asyncio.run(inject())
-        with api(stack) as http:
+        with stack_chain.unfunded(), api(stack) as http:
             failed_id = http.post("/buckets", json={"bucket_name": doomed}).json()["job_id"]
-        failed = terminal(stack, failed_id)
+            failed = terminal(stack, failed_id)
         assert failed["status"] == "failed" and failed["error_code"] == "insufficient_funds"
         driver.get(f"{stack.base_url}/console/jobs/{failed_id}")
         shown(driver, "retry")

@@ -464,6 +464,7 @@ def test_a_retry_job_keeps_its_retry_of_link_through_every_state() -> None:
     datas: list[EventData] = [
         BucketRequested(job_id=retry, bucket_name="b-retry", retry_of=failed),
         BucketProcessing(job_id=retry, bucket_name="b-retry", attempt=1),
+        signed(retry, "b-retry", 1, 0, "0x" + "ab" * 32),
         BucketCreated(job_id=retry, bucket_name="b-retry", tx_hash="0x" + "ab" * 32),
     ]
     state: JobState | None = None

@@ -1,10 +1,18 @@
-"""The gateway's services as OS processes on a real EVM chain of the test's own (anvil, 2 s
-blocks, our Storage contract), and the chain-side witnesses the tests read: CreateBucket logs
-per name and the receipts of every transaction the log says we signed.
+"""The gateway's services as OS processes on a real EVM chain of the test's own (anvil with
+our Storage contract), and the chain-side witnesses the tests read: CreateBucket logs per name
+and the receipts of every transaction the log says we signed.
 
-Loaded as a plugin by tests/conftest.py: `evm_stack_factory(**settings)` starts a stack;
-`evm_stack_factory(rpc_proxy=True)` puts a `TcpProxy` between the services and the chain (the
-test's own reads still go straight to anvil), so a test can cut the services' RPC.
+Loaded as a plugin by tests/conftest.py: `evm_stack_factory(**settings)` starts a stack on a
+chain with 2 s blocks; `evm_stack_factory(block_time=None)` on an automining one (a block per
+transaction) where the test does not time blocks; `evm_stack_factory(rpc_proxy=True)` puts a
+`TcpProxy` between the services and the chain (the test's own reads still go straight to
+anvil), so a test can cut the services' RPC.
+
+`stack_chain` is the chain of a module's shared `stack` (tests/conftest.py): automining unless
+the module's `STACK_CHAIN` says `{"block_time": seconds}` (a module that takes the key's
+funds away, `StackChain.unfunded`); with `{"rpc_faults": True}` the
+services reach it through an `RpcFaults` forwarder (tests/support/rpc_faults.py), so a test can
+fail one name's chain reads.
 
 The signing key is anvil's public dev key 2 (public test data), given as a key pool file.
 """
@@ -32,8 +40,9 @@ from localinfra.dev_keys import DEV_ACCOUNTS
 from services.executor.chain import reverts
 from shared.fold import TERMINAL
 from shared.settings import Settings
-from tests.chain.fixtures import AnvilFactory
+from tests.chain.fixtures import AnvilFactory, _discard, _new_chain
 from tests.conftest import own_database
+from tests.support.rpc_faults import RpcFaults
 from tests.support.stack import Stack, free_port, read_events
 from tests.support.tcp_proxy import TcpProxy
 
@@ -44,8 +53,104 @@ def bucket_id(name: str) -> str:
     return "0x" + keccak(name.encode() + bytes.fromhex(ADDRESS[2:])).hex()
 
 
+def key_pool(folder: Path) -> Path:
+    """A key pool file with dev key 2 (public test data), readable by its owner only."""
+    pool = folder / "key-pool"
+    pool.write_text(KEY + "\n")
+    pool.chmod(0o600)
+    return pool
+
+
+def chain_settings(rpc_url: str, contract: str, pool: Path) -> dict[str, Any]:
+    """The settings that put a stack's executor on a chain with our contract."""
+    return {
+        "akave_backend": "evm",
+        "chain_rpc_url": rpc_url,
+        "chain_contract_address": contract,
+        "chain_key_pool_file": pool,
+        "chain_poll_interval_s": 0.2,
+    }
+
+
+def create_logs(chain: LocalAnvil, contract: str) -> Counter[str]:
+    """Bucket id -> how many CreateBucket logs the contract has for it."""
+    logs = chain.rpc(
+        "eth_getLogs",
+        {
+            "address": contract,
+            "fromBlock": "0x0",
+            "toBlock": "latest",
+            "topics": [reverts.CREATE_BUCKET_TOPIC],
+        },
+    )
+    return Counter(entry["topics"][1] for entry in logs)
+
+
+class StackChain:
+    """The chain of a module's `stack`: anvil, our contract on it, and the forwarder the
+    services reach it through when the module asked for RPC faults."""
+
+    def __init__(self, chain: LocalAnvil, contract: str, faults: RpcFaults | None) -> None:
+        self.automines = chain.block_time is None
+        self.chain = chain
+        self.contract = contract
+        self.faults = faults
+
+    @property
+    def rpc_url(self) -> str:
+        return self.faults.url if self.faults is not None else self.chain.rpc_url
+
+    def created(self, name: str) -> int:
+        """How many CreateBucket logs the chain has for `name` (signed with the stack's key)."""
+        return create_logs(self.chain, self.contract)[bucket_id(name)]
+
+    @contextlib.contextmanager
+    def unfunded(self) -> Iterator[None]:
+        """The signing key without funds (its creates are refused with `insufficient_funds`
+        once `CHAIN_INSUFFICIENT_FUNDS_WAIT_S` is over), funded again afterwards. Only on a
+        chain that makes blocks (`STACK_CHAIN = {"block_time": ...}`): a paused lane judges
+        its waiting creates, fills the nonces they leave, and resumes on new blocks, as on a
+        live chain; an automining chain makes none while nothing is sent."""
+        assert not self.automines, "unfunded() needs a chain with a block time"
+        funds = self.chain.balance(ADDRESS)
+        self.chain.set_balance(ADDRESS, 0)
+        try:
+            yield
+        finally:
+            self.chain.set_balance(ADDRESS, funds)
+
+    @contextlib.contextmanager
+    def not_mining(self) -> Iterator[None]:
+        """An automining chain that mines nothing meanwhile (a create waits in the mempool,
+        its job `processing`), then mines what is pending and automines again."""
+        assert self.automines, "not_mining() is for an automining chain"
+        self.chain.set_automine(False)
+        try:
+            yield
+        finally:
+            self.chain.set_automine(True)
+            self.chain.mine()
+
+
+@pytest.fixture(scope="module")
+def stack_chain(request: pytest.FixtureRequest) -> Iterator[StackChain]:
+    options: dict[str, Any] = getattr(request.module, "STACK_CHAIN", {})
+    chain = _new_chain(block_time=options.get("block_time"))
+    chain.start()
+    faults = RpcFaults(chain.rpc_url) if options.get("rpc_faults") else None
+    try:
+        contract = deploy_storage(chain)
+        if faults is not None:
+            faults.start()
+        yield StackChain(chain, contract, faults)
+    finally:
+        if faults is not None:
+            faults.stop()
+        _discard(chain)
+
+
 class EvmStack:
-    """A stack of this test's own on a 2 s-block chain of its own."""
+    """A stack of this test's own on a chain of its own."""
 
     def __init__(
         self, chain: LocalAnvil, contract: str, stack: Stack, proxy: TcpProxy | None = None
@@ -56,16 +161,7 @@ class EvmStack:
         self.proxy = proxy  # between the services and the chain, when asked for
 
     def create_logs(self) -> Counter[str]:
-        logs = self.chain.rpc(
-            "eth_getLogs",
-            {
-                "address": self.contract,
-                "fromBlock": "0x0",
-                "toBlock": "latest",
-                "topics": [reverts.CREATE_BUCKET_TOPIC],
-            },
-        )
-        return Counter(entry["topics"][1] for entry in logs)
+        return create_logs(self.chain, self.contract)
 
     def receipt(self, tx_hash: str) -> dict[str, Any] | None:
         answer: dict[str, Any] | None = self.chain.rpc("eth_getTransactionReceipt", tx_hash)
@@ -86,8 +182,10 @@ def evm_stack_factory(
     proxies: list[TcpProxy] = []
     databases = contextlib.ExitStack()
 
-    def start(rpc_proxy: bool = False, **overrides: Any) -> EvmStack:
-        chain = anvil_factory(block_time=2.0)
+    def start(
+        rpc_proxy: bool = False, block_time: float | None = 2.0, **overrides: Any
+    ) -> EvmStack:
+        chain = anvil_factory(block_time=block_time)
         contract = deploy_storage(chain)
         proxy = None
         rpc_url = chain.rpc_url
@@ -96,21 +194,13 @@ def evm_stack_factory(
             proxy.start()
             proxies.append(proxy)
             rpc_url = f"http://127.0.0.1:{proxy.port}"
-        pool = tmp_path / "key-pool"
-        pool.write_text(KEY + "\n")
-        pool.chmod(0o600)
         database = databases.enter_context(
             own_database(postgres_server, f"akave_gw_evm_{time.time_ns()}")
         )
         settings = Stack.settings_for(
             base_settings,
             database_url=database,
-            akave_backend="evm",
-            chain_rpc_url=rpc_url,
-            chain_contract_address=contract,
-            chain_key_pool_file=pool,
-            chain_poll_interval_s=0.2,
-            **overrides,
+            **{**chain_settings(rpc_url, contract, key_pool(tmp_path)), **overrides},
         )
         log_dir = tmp_path / f"stack-{len(started)}"
         log_dir.mkdir()

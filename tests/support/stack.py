@@ -29,7 +29,7 @@ def free_port() -> int:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process read exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AKAVE_", "SIM_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AKAVE_")}
     for name, value in settings.model_dump(mode="json").items():
         if value is None:
             continue
@@ -61,7 +61,6 @@ class Stack:
             "executor_group_id": f"test-{tag}-executor",
             "notifier_group_id": f"test-{tag}-notifier",
             "api_port": free_port(),
-            "sim_owner": f"owner-{tag}",
         }
         values.update(overrides)
         return base.model_copy(update=values)

@@ -20,10 +20,6 @@ async def open_backend(
         from services.executor.backends.akave_sdk import AkaveSdkBackend
 
         return AkaveSdkBackend.from_settings(settings)
-    if settings.akave_backend == "evm":
-        from services.executor.backends.evm import EvmBackend
+    from services.executor.backends.evm import EvmBackend
 
-        return await EvmBackend.open(settings, fence, observer)
-    from services.executor.backends.simulated import SimulatedChain
-
-    return await SimulatedChain.open(settings)
+    return await EvmBackend.open(settings, fence, observer)
