@@ -33,5 +33,10 @@ class TargetUnresolvable(TargetRefused):
     """The URL's host does not resolve (now: DNS may answer differently later)."""
 
 
+class RestartNeeded(GatewayError):
+    """A service lost what only a fresh start regains (an executor's signer fence):
+    `shared.lifecycle.run_service` starts it again in the same process, as for an outage."""
+
+
 class InsecureSecretFile(GatewayError, PermissionError):
     """The file holding a secret is readable (or writable) by its group or by others."""

@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import DBAPIError
 
 from shared import signals
+from shared.errors import RestartNeeded
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,15 @@ async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     return True
 
 
-# Failures of a dependency (broker, database, network) that a restart can outlive.
-OUTAGES: tuple[type[BaseException], ...] = (KafkaError, DBAPIError, OSError, TimeoutError)
+# Failures of a dependency (broker, database, network) that a restart can outlive, and a
+# service's own request for one.
+OUTAGES: tuple[type[BaseException], ...] = (
+    KafkaError,
+    DBAPIError,
+    OSError,
+    TimeoutError,
+    RestartNeeded,
+)
 
 
 def run_service(

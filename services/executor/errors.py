@@ -22,7 +22,7 @@ from shared.error_codes import (
     RECEIPT_TIMEOUT,
     TRANSACTION_REVERTED,
 )
-from shared.errors import GatewayError
+from shared.errors import GatewayError, RestartNeeded
 
 # The decoded revert of a mined create (`chain.reverts.revert_name`) -> its error code.
 _REVERT_CODES = {"out of gas": OUT_OF_GAS, "BucketInvalid": BUCKET_INVALID}
@@ -75,3 +75,7 @@ def revert_code(outcome: AlreadyExists | Reverted) -> str:
     if isinstance(outcome, AlreadyExists):
         return BUCKET_ALREADY_ON_CHAIN
     return _REVERT_CODES.get(outcome.error, TRANSACTION_REVERTED)
+
+
+class SignerFenceLost(ExecutorError, RestartNeeded):
+    """Another executor may hold our signing keys now: this one starts again, as a standby."""

@@ -27,6 +27,7 @@ from services.executor.backends.evm import EvmBackend
 from services.executor.chain.fence import UNFENCED, SignerFence
 from services.executor.chain.observer import UNOBSERVED
 from services.executor.chain_metrics import ChainMetrics, LaneGauges
+from services.executor.errors import SignerFenceLost
 from services.executor.job import Job, JobRunner
 from services.executor.lane_status import publish_lane_status
 from services.executor.ledger import PartitionLedger
@@ -274,10 +275,6 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 part.committed = offsets[part.tp]
 
 
-class SignerFenceLost(RuntimeError):
-    """Another executor may hold our signing keys now: this one must restart, as a standby."""
-
-
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """With the evm backend, the signer locks of the whole key pool come first: a standby
     waits for them before it joins the consumer group (chain/fence.py), serving its metrics
@@ -331,7 +328,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         if engine is not None:
             await engine.dispose()
     if fence is not None and fence.lost.is_set():
-        raise SignerFenceLost("the signer fence was lost; exiting so a supervisor restarts us")
+        raise SignerFenceLost("the signer fence was lost; starting again as a standby")
 
 
 async def _set_when(event: asyncio.Event, then: asyncio.Event) -> None:

@@ -196,7 +196,7 @@ class SignerFence:
 
     async def _lose(self) -> None:
         if not self.lost.is_set():
-            log.error("signer fence lost: this executor signs nothing more and must restart")
+            log.error("signer fence lost: this executor signs nothing more and starts again")
             self.lost.set()
         await asyncio.Event().wait()  # never returns: whoever asked to sign must not
 
