@@ -1,7 +1,8 @@
 """Two executor processes with one signing key, on a real anvil chain (2 s blocks), real Kafka
 and Postgres: one signs, the other is a standby; SIGKILL of the signer hands the key over
-within 15 s; a signer that loses its lock signs nothing until it holds it again, in its process; /health shows a paused lane with its balance, and a lane
-nobody publishes as stale; the signer's /metrics shows its lane and what it mined.
+within 15 s; a signer that loses its lock signs nothing until it holds it again, in its own
+process; /health shows a paused lane with its balance, and a lane nobody publishes as stale;
+the signer's /metrics shows its lane and what it mined, a standby's that it is one.
 
 The witness is the chain: every transaction from the key, its nonce and receipt, and the
 CreateBucket logs per name. The key is one of anvil's public dev keys (public test data).
