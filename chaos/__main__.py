@@ -17,7 +17,9 @@ def parse(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--jobs", type=int, default=defaults.jobs, help="jobs per scenario")
     parser.add_argument("--outage", type=float, default=defaults.outage_s, help="seconds")
-    parser.add_argument("--latency-ms", type=int, default=defaults.latency_ms)
+    parser.add_argument(
+        "--block-time", type=float, default=defaults.block_time_s, help="the chain's, seconds"
+    )
     parser.add_argument("--rate", type=float, default=defaults.rate, help="requests a second")
     parser.add_argument(
         "--scenarios",
@@ -32,7 +34,7 @@ def parse(argv: list[str] | None = None) -> Options:
     return Options(
         jobs=args.jobs,
         outage_s=args.outage,
-        latency_ms=args.latency_ms,
+        block_time_s=args.block_time,
         rate=args.rate,
         scenarios=chosen,
     )

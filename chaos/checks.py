@@ -6,7 +6,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 
-from chaos.evidence import Evidence
+from chaos.evidence import Evidence, Row
 from chaos.faults import Window
 from chaos.traffic import Answer
 from shared.fold import TERMINAL
@@ -33,6 +33,7 @@ class Outcome:
     window: Window
     settled_at: float | None  # monotonic time all accepted jobs were terminal; None: never
     expected_503: bool  # the fault is one the API must answer with 503 (a dependency down)
+    restarts: dict[str, int]  # service -> restarts by the supervisor (an executor's lost fence)
 
 
 def invariants(outcome: Outcome, evidence: Evidence) -> list[Check]:
@@ -43,7 +44,6 @@ def invariants(outcome: Outcome, evidence: Evidence) -> list[Check]:
     lost_rm = [i for i in ids if i not in rm or rm[i].status not in TERMINAL]
     lost_log = [i for i in ids if i not in log or log[i].status not in TERMINAL]
     stuck = [i for i, row in rm.items() if row.status not in TERMINAL]
-    dups = evidence.duplicate_creates()
     mismatched = [i for i in set(rm) | set(log) if rm.get(i) != log.get(i)]
     load_accepted = len(outcome.accepted) - outcome.probe_accepted
     why_failed = Counter(rm[i].error_code for i in failed)
@@ -61,12 +61,7 @@ def invariants(outcome: Outcome, evidence: Evidence) -> list[Check]:
             not lost_rm and not lost_log,
             f"{len(lost_rm)} in read model, {len(lost_log)} per log",
         ),
-        Check(
-            "duplicate create_bucket = 0",
-            not dups,
-            f"{sum(dups.values())} ({len(evidence.mined_calls)} names mined; refused "
-            f"{dict(evidence.refused_calls) or 0}){' e.g. ' + next(iter(dups)) if dups else ''}",
-        ),
+        *_chain(evidence, [rm[i] for i in completed]),
         Check("stuck = 0", not stuck, f"{len(stuck)} non-terminal rows at the end"),
         Check(
             "read model = fold of log",
@@ -75,6 +70,63 @@ def invariants(outcome: Outcome, evidence: Evidence) -> list[Check]:
         ),
         _api_answers(outcome),
         _recovery(outcome),
+    ]
+
+
+def _chain(evidence: Evidence, completed: list[Row]) -> list[Check]:
+    """The chain's own word: one CreateBucket log per name, from our keys, by the transaction
+    the job names; none of our transactions reverted."""
+    creates = evidence.creates
+    logs = sum(len(found) for found in creates.values())
+    missing = [r.bucket_name for r in completed if len(creates.get(r.bucket_name, [])) != 1]
+    dups = evidence.duplicate_creates()
+    not_ours = [
+        name
+        for name, found in creates.items()
+        for log in found
+        if log.owner not in evidence.owners or not log.id_matches
+    ]
+    reverted = evidence.reverted()
+    mined = sum(1 for status in evidence.receipts.values() if status is not None)
+    wrong_tx = [
+        r.bucket_name
+        for r in completed
+        if r.tx_hash is None
+        or evidence.receipts.get(r.tx_hash.lower()) != 1
+        or [log.tx_hash.lower() for log in creates.get(r.bucket_name, [])] != [r.tx_hash.lower()]
+    ]
+    return [
+        Check(
+            "one CreateBucket per completed job",
+            not missing,
+            f"{len(completed) - len(missing)}/{len(completed)} names have exactly one"
+            + (f"; e.g. {missing[0]}" if missing else ""),
+        ),
+        Check(
+            "duplicate CreateBucket = 0",
+            not dups,
+            f"{sum(dups.values())} ({logs} CreateBucket logs for {len(creates)} names)"
+            + (f"; e.g. {next(iter(dups))}" if dups else ""),
+        ),
+        Check(
+            "CreateBucket from our keys only",
+            not not_ours and not evidence.foreign_creates,
+            f"{len(not_ours)} of our names by another owner or id, "
+            f"{evidence.foreign_creates} logs of names not ours",
+        ),
+        Check(
+            "reverted tx of ours = 0",
+            not reverted,
+            f"{len(reverted)} of {len(evidence.receipts)} signed ({mined} mined, the rest "
+            "replaced or never sent)" + (f"; e.g. {reverted[0]}" if reverted else ""),
+        ),
+        Check(
+            "job tx_hash = its CreateBucket",
+            not wrong_tx,
+            f"{len(completed) - len(wrong_tx)}/{len(completed)} completed jobs name the mined "
+            "transaction of their name's one CreateBucket"
+            + (f"; e.g. {wrong_tx[0]}" if wrong_tx else ""),
+        ),
     ]
 
 
@@ -133,4 +185,10 @@ def _recovery(outcome: Outcome) -> Check:
         if settled is not None
         else "jobs never all terminal",
     ]
+    if outcome.restarts:
+        parts.append(
+            "supervisor restarted "
+            + ", ".join(f"{name} x{n}" for name, n in sorted(outcome.restarts.items()))
+            + " (exited for a lost signer fence)"
+        )
     return Check("recovered", first is not None and settled is not None, "; ".join(parts))

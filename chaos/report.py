@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from chaos.suite import Options, Result
+from chaos.suite import IN_FLIGHT, KEYS, Options, Result
 
 
 def conditions(options: Options, load_average: tuple[float, float, float]) -> str:
     return (
-        f"N={options.jobs} jobs per scenario at {options.rate:g}/s, simulated chain latency "
-        f"{options.latency_ms} ms, outages {options.outage_s:g} s, "
+        f"N={options.jobs} jobs per scenario at {options.rate:g}/s, on anvil with "
+        f"{options.block_time_s:g} s blocks (a fresh Storage contract per scenario; "
+        f"{len(KEYS)} key x {IN_FLIGHT} in flight: at best {options.creates_per_s:g} creates/s), "
+        f"outages {options.outage_s:g} s, "
         f"load average at start {load_average[0]:.2f} {load_average[1]:.2f} {load_average[2]:.2f}"
     )
 
@@ -17,6 +19,7 @@ def table(result: Result) -> str:
     s = result.scenario
     lines = [
         f"### {s.name}: {s.title} ({result.seconds:.0f} s)",
+        *(["", f"Storage contract {result.contract}"] if result.contract else []),
         "",
         "| invariant | verdict | detail |",
         "| --- | --- | --- |",

@@ -23,6 +23,7 @@ class Scenario:
     fault: Fault
     services: tuple[str, ...] = ALL_SERVICES
     expected_503: bool = False  # a dependency is down: the API must say 503 meanwhile
+    rpc_proxy: bool = False  # the services reach the chain through a proxy the fault can cut
     extra: list[Extra] = field(default_factory=list)
 
 
@@ -43,16 +44,38 @@ def _poison_parked(evidence: Evidence, window: Window, logs: Path) -> list[Check
     return [Check("poison parked, consumers went on", ok, detail)]
 
 
-def _killed_executor_had_work(evidence: Evidence, window: Window, logs: Path) -> list[Check]:
-    """The killed executor really held partitions and ran jobs, so its partitions had to move."""
-    text = (logs / "executor:2.log").read_text(errors="replace")
-    finished = text.count("job finished")
-    assigned = "partitions assigned" in text
+def _killed_with_transactions_in_flight(
+    evidence: Evidence, window: Window, logs: Path
+) -> list[Check]:
+    """The executor died with transactions of ours sent and not yet mined."""
+    n = window.in_flight_at_kill or 0
     return [
         Check(
-            "killed executor had partitions",
-            assigned and finished > 0,
-            f"it finished {finished} jobs before SIGKILL; survivor took its partitions",
+            "killed with transactions in flight",
+            n > 0,
+            f"{n} of our transactions in the chain's mempool at the SIGKILL of {window.killed}",
+        )
+    ]
+
+
+def _standby_took_over(evidence: Evidence, window: Window, logs: Path) -> list[Check]:
+    """The killed executor held the key pool and ran jobs; the standby then took both over."""
+    killed = window.killed or ""
+    text = (logs / f"{killed}.log").read_text(errors="replace")
+    finished = text.count("job finished")
+    held = faults.HOLDS_KEYS in text and "partitions assigned" in text
+    survivors = [p for p in logs.glob("executor*.log") if p.stem != killed]
+    took = [
+        p.stem
+        for p in survivors
+        if faults.HOLDS_KEYS in (t := p.read_text(errors="replace")) and "job finished" in t
+    ]
+    return [
+        Check(
+            "killed signer had work, standby took over",
+            held and finished > 0 and bool(took),
+            f"{killed} held the keys and partitions and finished {finished} jobs before SIGKILL; "
+            f"{', '.join(took) or 'no standby'} then took the keys and finished jobs",
         )
     ]
 
@@ -63,8 +86,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("kill-api", "SIGKILL the api mid-load, restart", faults.kill_and_restart("api")),
         Scenario(
             "kill-executor",
-            "SIGKILL the executor mid-load, restart",
+            "SIGKILL the executor mid-load with transactions in flight, restart",
             faults.kill_and_restart("executor"),
+            extra=[_killed_with_transactions_in_flight],
         ),
         Scenario(
             "kill-projector",
@@ -73,10 +97,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "executor-failover",
-            "two executors in one group, one SIGKILLed for good",
-            faults.kill_for_good("executor:2", after_log="job finished"),
+            "two executors on one key pool, the signer SIGKILLed for good, the standby takes over",
+            faults.kill_signer_for_good(("executor", "executor:2")),
             services=("projector", "executor", "executor:2", "api"),
-            extra=[_killed_executor_had_work],
+            extra=[_killed_with_transactions_in_flight, _standby_took_over],
         ),
         Scenario(
             "kafka-outage",
@@ -89,6 +113,12 @@ SCENARIOS: dict[str, Scenario] = {
             "PostgreSQL stopped mid-load, then started",
             faults.stop_postgres,
             expected_503=True,
+        ),
+        Scenario(
+            "rpc-outage",
+            "the executors' chain RPC cut mid-load, then restored",
+            faults.cut_chain_rpc,
+            rpc_proxy=True,
         ),
         Scenario(
             "poison",
