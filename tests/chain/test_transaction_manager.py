@@ -278,6 +278,27 @@ async def test_an_unfunded_key_pauses_its_lane_and_resumes_once_funded(harness: 
     await wait_until(lambda: chain.nonce(ADDRESS) == refused_nonce + 2)
 
 
+async def test_funds_that_arrive_between_blocks_are_seen_before_a_waiting_create_is_refused(
+    harness: Harness,
+) -> None:
+    chain = harness.chain
+    chain.set_automine(False)
+    chain.set_interval_mining(1)
+    funds = chain.balance(ADDRESS)
+    chain.set_balance(ADDRESS, 0)
+    manager = await harness.manager(insufficient_funds_wait_s=2.0)
+    refused = await asyncio.wait_for(manager.create("refused-first", harness.journal), 20)
+    assert isinstance(refused, Refused) and manager.status()[0].paused
+    chain.set_interval_mining(0)  # no block comes to tell the paused lane about the funds
+    chain.set_balance(ADDRESS, funds)
+    task = asyncio.create_task(manager.create("funded-meanwhile", harness.journal))
+    await wait_until(lambda: len(harness.journal.of("funded-meanwhile")) == 1, timeout=10)
+    assert not manager.status()[0].paused  # its wait ended, the balance read then covers it
+    chain.set_interval_mining(1)
+    outcome = await asyncio.wait_for(task, 30)
+    assert_created_once(harness, {"funded-meanwhile": outcome})
+
+
 async def test_an_rpc_outage_fails_nothing_and_signs_nothing_again(
     anvil_factory: AnvilFactory,
 ) -> None:

@@ -202,6 +202,7 @@ def test_a_job_appears_and_completes_live_search_finds_it_and_a_retry_heals_a_fa
 
 @needs_chromium
 def test_a_parked_record_is_listed_and_redriven_from_the_page(stack: Stack, tmp_path: Path) -> None:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
     async def poison() -> None:
@@ -226,7 +227,11 @@ def test_a_parked_record_is_listed_and_redriven_from_the_page(stack: Stack, tmp_
         row = wait_for(listed, what="the parked record")[0]
         driver.save_screenshot(str(shots(tmp_path) / "console-parked.png"))
         row.find_element(By.CSS_SELECTOR, "button").click()
-        wait_for(
-            lambda: "redriven to" in driver.find_element(By.ID, "parked").text,
-            what="the redrive",
-        )
+
+        def redriven() -> bool:  # the page may be between the form's post and its redirect
+            try:
+                return "redriven to" in driver.find_element(By.ID, "parked").text
+            except (NoSuchElementException, StaleElementReferenceException):
+                return False
+
+        wait_for(redriven, what="the redrive")

@@ -16,8 +16,9 @@ Rules (notes/evm-chain.md, "What the best transaction managers agree on"):
   mined. A real gap below our lowest transaction in flight is filled with a 0-value
   self-transfer.
 - "Insufficient funds" pauses the lane: nothing new is signed, unsent transactions wait, and
-  the lane resumes on the first block where the balance covers them. Creates that were never
-  accepted by the node fail with `insufficient_funds` only after `insufficient_funds_wait_s`.
+  the lane resumes on the first block where the balance covers them (or when a create's wait
+  for funds is over and the balance read then covers it). Creates that were never accepted by
+  the node fail with `insufficient_funds` only after `insufficient_funds_wait_s`.
 
 - One signer per key across processes: `fence.verify()` comes right before each signing (a
   create, a replacement, a gap filler), with no await between it and the signature; a lane
@@ -254,15 +255,39 @@ class Lane:
     # -- signing and sending ---------------------------------------------------------------
 
     async def _wait_for_funds(self) -> Refused | None:
-        """While the lane is paused: wait for funds, up to the wait for each caller."""
+        """While the lane is paused: wait for funds, up to the wait for each caller. The
+        balance is read once more before a refusal: funds that arrived since the last block
+        the watcher judged (or without one) are not refused."""
         if self._paused_since is None:
             return None
         try:
             async with asyncio.timeout(self._config.insufficient_funds_wait_s):
                 await self._funded.wait()
         except TimeoutError:
+            if await self._funded_now():
+                return None
             return self._refusal()
         return None
+
+    async def _funded_now(self) -> bool:
+        """The balance read now covers what the paused lane waits to send (then it resumes)."""
+        try:
+            balance = int(await self._rpc.call("eth_getBalance", self.address, "latest"), 16)
+        except (RpcUnavailable, RpcError):
+            return False
+        self._balance = balance
+        if self._paused_since is not None and balance >= self._funds_needed():
+            self._unpause()
+        return self._paused_since is None
+
+    def _funds_needed(self) -> int:
+        """What a paused lane must hold to resume: its costliest unsent transaction, or with
+        none, a create at twice the base fee."""
+        unsent = [tx for tx in self._txs.values() if not tx.sent]
+        return max(
+            (a.gas * a.max_fee_per_gas for tx in unsent for a in tx.attempts[-1:]),
+            default=self._config.create_gas * (self._head.base_fee or 0) * 2,
+        )
 
     def _refusal(self) -> Refused:
         return Refused(
@@ -668,16 +693,13 @@ class Lane:
                 create.future.set_exception(exc)
 
     def _after_pause_check(self, balance: int) -> None:
-        unsent = [tx for tx in self._txs.values() if not tx.sent]
-        need = max(
-            (a.gas * a.max_fee_per_gas for tx in unsent for a in tx.attempts[-1:]),
-            default=self._config.create_gas * (self._head.base_fee or 0) * 2,
-        )
-        if balance >= need:
+        if balance >= self._funds_needed():
             self._unpause()
             return
         now = time.monotonic()
-        for tx in unsent:  # never accepted anywhere: its nonce becomes a gap to fill later
+        # An unsent create never accepted anywhere is refused past its wait; its nonce becomes
+        # a gap to fill later.
+        for tx in [tx for tx in self._txs.values() if not tx.sent]:
             if tx.accepted or tx.create is None or tx.unfunded_since is None:
                 continue
             if now - tx.unfunded_since < self._config.insufficient_funds_wait_s:
