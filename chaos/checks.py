@@ -33,7 +33,6 @@ class Outcome:
     window: Window
     settled_at: float | None  # monotonic time all accepted jobs were terminal; None: never
     expected_503: bool  # the fault is one the API must answer with 503 (a dependency down)
-    restarts: dict[str, int]  # service -> restarts by the supervisor (an executor's lost fence)
 
 
 def invariants(outcome: Outcome, evidence: Evidence) -> list[Check]:
@@ -185,10 +184,4 @@ def _recovery(outcome: Outcome) -> Check:
         if settled is not None
         else "jobs never all terminal",
     ]
-    if outcome.restarts:
-        parts.append(
-            "supervisor restarted "
-            + ", ".join(f"{name} x{n}" for name, n in sorted(outcome.restarts.items()))
-            + " (exited for a lost signer fence)"
-        )
     return Check("recovered", first is not None and settled is not None, "; ".join(parts))

@@ -14,7 +14,6 @@ import os
 import shutil
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ from chaos.checks import Check, Outcome, invariants
 from chaos.evidence import gather, terminal_in_read_model
 from chaos.faults import Target
 from chaos.scenarios import SCENARIOS, Scenario
-from chaos.supervisor import supervise
 from chaos.traffic import Load, Prober, Recorder
 from localinfra.anvil import LocalAnvil
 from localinfra.chain import deploy_storage
@@ -169,12 +167,8 @@ async def run_scenario(infra: Infra, options: Options, scenario: Scenario, logs:
         target = Target(
             stack, infra.kafka, infra.postgres, infra.chain, proxy, settings, options.outage_s
         )
-        restarts: Counter[str] = Counter()
-        stop_supervising = asyncio.Event()
-        supervising: asyncio.Task[None] | None = None
         try:
             await asyncio.to_thread(stack.start, *scenario.services)
-            supervising = asyncio.create_task(supervise(stack, restarts, stop_supervising))
             stop_probe = asyncio.Event()
             probing = asyncio.create_task(prober.run(stop_probe))
             loading = asyncio.create_task(load.run(SUBMIT_GIVE_UP_S))
@@ -188,16 +182,11 @@ async def run_scenario(infra: Infra, options: Options, scenario: Scenario, logs:
             accepted = {**load.accepted, **prober.accepted}
             bound = options.settle_bound
             settled_at = await _wait_terminal(settings, list(accepted.values()), bound)
-            stop_supervising.set()
-            await supervising
             stack.assert_alive()
             ours = set(names) | set(prober.accepted)
             owners = [address for address, _ in KEYS]
             evidence = await gather(settings, infra.chain, ours, owners)
         finally:
-            stop_supervising.set()
-            if supervising is not None:
-                await asyncio.gather(supervising, return_exceptions=True)
             await asyncio.to_thread(stack.stop)
     finally:
         if proxy is not None:
@@ -211,7 +200,6 @@ async def run_scenario(infra: Infra, options: Options, scenario: Scenario, logs:
         window=window,
         settled_at=settled_at,
         expected_503=scenario.expected_503,
-        restarts=dict(restarts),
     )
     checks = invariants(outcome, evidence)
     for extra in scenario.extra:

@@ -1,9 +1,10 @@
 """Session infrastructure: a real Kafka broker and a real PostgreSQL database.
 
 `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` in the environment point the suite at services
-someone else runs. Otherwise, where a Docker engine answers, testcontainers brings Redpanda and
-Postgres; where none does (these machines), the suite starts a throwaway Kafka broker on free
-ports and uses the machine's PostgreSQL, with databases of its own that it drops afterwards.
+someone else runs. Otherwise, where a Docker engine answers and has (or can pull) the images,
+testcontainers brings Redpanda and Postgres; elsewhere (these machines), the suite starts a
+throwaway Kafka broker on free ports and uses the machine's PostgreSQL, with databases of its
+own that it drops afterwards.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _given(name: str) -> str | None:
 
 def _use_docker() -> bool:
     return not (_given("KAFKA_BOOTSTRAP_SERVERS") and _given("DATABASE_URL")) and (
-        containers.docker_engine_reachable()
+        containers.docker_usable()
     )
 
 

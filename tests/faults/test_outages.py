@@ -1,8 +1,8 @@
 """With the log or the database down the API answers 503 fast, and recovers by itself.
 
 The executor signs on the evm backend (anvil of the module's own): its signer fence is a
-Postgres session, so a database outage ends it, nonzero, by design (chain/fence.py,
-docs/decisions.md), and its supervisor starts it again; the test plays the supervisor."""
+Postgres session, so a database outage loses it and the executor restarts in its own process,
+as a standby (chain/fence.py, docs/decisions.md): no process exits."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The Docker path of the suite: Redpanda and Postgres from testcontainers.
 
-Used only where a Docker engine answers and the environment names no services. The machines
-this project is built on have no Docker engine, so there the suite runs its own Kafka broker
-and uses the machine's PostgreSQL instead (see conftest.py).
+Used only where a Docker engine answers, both images are there or can be pulled, and the
+environment names no services. An engine without a registry (these machines: Debian's
+docker.io runs, no registry is reachable) falls back, with the reason printed, to the suite's
+own Kafka broker and the machine's PostgreSQL (see conftest.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,26 @@ REDPANDA_IMAGE = "docker.redpanda.com/redpandadata/redpanda:v24.3.5"
 POSTGRES_IMAGE = "postgres:15"
 
 
+PULL_TIMEOUT_S = 120
+
+
 @cache
-def docker_engine_reachable() -> bool:
-    if shutil.which("docker") is None:
+def docker_usable() -> bool:
+    """A Docker engine answers and holds (or can pull) both images."""
+    if shutil.which("docker") is None or not _docker("info", timeout=10):
         return False
+    for image in (REDPANDA_IMAGE, POSTGRES_IMAGE):
+        if not _docker("image", "inspect", image, timeout=10) and not _docker(
+            "pull", "-q", image, timeout=PULL_TIMEOUT_S
+        ):
+            print(f"Docker engine found but no {image} (no registry?): using local services")
+            return False
+    return True
+
+
+def _docker(*args: str, timeout: float) -> bool:
     try:
-        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
+        probe = subprocess.run(["docker", *args], capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0

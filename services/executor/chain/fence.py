@@ -9,8 +9,8 @@ Rules:
   a timeout, proves the connection is alive and every lock is in `pg_locks` for its backend.
   Concurrent callers share one query, but only one that started after they asked.
 - A failed, timed-out or short answer means the fence is lost: `verify()` never returns (the
-  lane signs nothing more, and no job is failed for it), `lost` is set, and the executor exits
-  nonzero so that a supervisor starts it again, as a standby.
+  lane signs nothing more, and no job is failed for it), `lost` is set, and the executor
+  restarts in its own process, as a standby (`SignerFenceLost` is a `RestartNeeded`).
 - Postgres releases the locks of a session whose socket closes, so a SIGKILLed holder's locks
   are free at once; TCP keepalives on the session bound how long a vanished host holds them.
 """
@@ -171,7 +171,7 @@ class SignerFence:
 
     async def watch(self, interval_s: float) -> None:
         """Verify every `interval_s` even while nothing is signed, so a holder that lost its
-        locks notices (and exits) without waiting for its next transaction."""
+        locks notices (and restarts as a standby) without waiting for its next transaction."""
         while True:
             await asyncio.sleep(interval_s)
             await self.verify()
