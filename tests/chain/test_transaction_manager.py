@@ -299,6 +299,35 @@ async def test_funds_that_arrive_between_blocks_are_seen_before_a_waiting_create
     assert_created_once(harness, {"funded-meanwhile": outcome})
 
 
+async def test_on_an_automining_chain_a_paused_lane_resumes_once_funded_without_a_block(
+    harness: Harness,
+) -> None:
+    chain = harness.chain  # automining: no block comes while the lane sends nothing
+    funds = chain.balance(ADDRESS)
+    chain.set_balance(ADDRESS, 0)
+    manager = await harness.manager(insufficient_funds_wait_s=30.0, funds_poll_s=0.2)
+    task = asyncio.create_task(manager.create("waits-for-funds", harness.journal))
+    await wait_until(lambda: manager.status()[0].paused)
+    block = chain.block_number()
+    chain.set_balance(ADDRESS, funds)
+    outcome = await asyncio.wait_for(task, 15)
+    assert_created_once(harness, {"waits-for-funds": outcome})
+    assert len(harness.journal.of("waits-for-funds")) == 1  # the same bytes, sent again
+    assert chain.block_number() == block + 1  # mined by its own send, no other block
+    assert not manager.status()[0].paused
+
+
+async def test_an_unfunded_create_on_an_idle_chain_is_refused_after_its_wait(
+    harness: Harness,
+) -> None:
+    chain = harness.chain  # automining, and nothing else is sent: no block at all
+    chain.set_balance(ADDRESS, 0)
+    manager = await harness.manager(insufficient_funds_wait_s=1.0, funds_poll_s=0.2)
+    refused = await asyncio.wait_for(manager.create("never-funded", harness.journal), 15)
+    assert isinstance(refused, Refused) and refused.code == "insufficient_funds"
+    assert manager.status()[0].paused
+
+
 async def test_an_rpc_outage_fails_nothing_and_signs_nothing_again(
     anvil_factory: AnvilFactory,
 ) -> None:

@@ -16,9 +16,10 @@ Rules (notes/evm-chain.md, "What the best transaction managers agree on"):
   mined. A real gap below our lowest transaction in flight is filled with a 0-value
   self-transfer.
 - "Insufficient funds" pauses the lane: nothing new is signed, unsent transactions wait, and
-  the lane resumes on the first block where the balance covers them (or when a create's wait
-  for funds is over and the balance read then covers it). Creates that were never accepted by
-  the node fail with `insufficient_funds` only after `insufficient_funds_wait_s`.
+  the lane resumes as soon as the balance covers them: judged on each new block and every
+  `funds_poll_s` in between (a chain may make no block meanwhile), and by a waiting create
+  before its refusal. Creates that were never accepted by the node fail with
+  `insufficient_funds` only after `insufficient_funds_wait_s`.
 
 - One signer per key across processes: `fence.verify()` comes right before each signing (a
   create, a replacement, a gap filler), with no await between it and the signature; a lane
@@ -78,6 +79,7 @@ class LaneConfig:
     fee_bump: float = fee_rules.MIN_BUMP
     fee_cap_wei: int = 1_000 * 10**9
     insufficient_funds_wait_s: float = 600.0
+    funds_poll_s: float = 1.0  # a paused lane reads its balance this often, blocks or not
     create_gas: int = 300_000
     backoff_s: float = 0.5
     backoff_max_s: float = 5.0
@@ -161,6 +163,7 @@ class Lane:
         self._paused_since: float | None = None
         self._pause_reason: str | None = None
         self._balance: int | None = None
+        self._funds_watch: asyncio.Task[None] | None = None
         self._snapshot: _Snapshot | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -452,12 +455,35 @@ class Lane:
             self._paused_since = time.monotonic()
             self._pause_reason = reason
             self._funded.clear()
+            if self._funds_watch is None or self._funds_watch.done():
+                self._funds_watch = asyncio.create_task(self._watch_funds())
+                self._tasks.add(self._funds_watch)
+                self._funds_watch.add_done_callback(self._tasks.discard)
 
     def _unpause(self) -> None:
         log.info("lane resumed: the key is funded", extra={"address": self.address})
         self._paused_since = None
         self._pause_reason = None
         self._funded.set()
+
+    async def _watch_funds(self) -> None:
+        """While paused, judge the balance every `funds_poll_s` as a new block would: a chain
+        that makes no block meanwhile (automining, idle) neither keeps the lane paused once
+        funded nor keeps an unsent create waiting past its wait. On resuming, what waits
+        unsent is sent at once, not on the next block."""
+        while self._paused_since is not None:
+            await asyncio.sleep(self._config.funds_poll_s)
+            try:
+                balance = int(await self._rpc.call("eth_getBalance", self.address, "latest"), 16)
+            except (RpcUnavailable, RpcError):
+                continue
+            if self._paused_since is None:
+                break
+            self._balance = balance
+            self._after_pause_check(balance)
+        for tx in sorted(self._txs.values(), key=lambda tx: tx.nonce):
+            if not tx.sent and not tx.underpriced and not tx.busy and tx.mined is None:
+                self._start(tx, self._send(tx, tx.attempts[-1]))
 
     # -- the block watcher's questions and answers ----------------------------------------
 
