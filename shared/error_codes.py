@@ -17,6 +17,9 @@ ATTEMPT_TIMEOUT = "attempt_timeout"
 BACKEND_UNAVAILABLE = "backend_unavailable"
 BACKEND_ERROR = "backend_error"
 ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+# A create recorded under a key since removed from the pool, whose nonce another transaction
+# of that key used: it can never be mined, and nothing signs it again.
+SIGNER_RETIRED = "signer_retired"
 # A mined create that reverted; `error` names the contract's decoded error.
 TRANSACTION_REVERTED = "transaction_reverted"  # an error with no code of its own below
 OUT_OF_GAS = "out_of_gas"

@@ -2,7 +2,9 @@
 
 Only the executor holding the keys' fence publishes. It upserts every lane every
 `interval_s`, changed or not: `updated_at` is the heartbeat by which the API tells a live
-lane from one whose executor stopped. A failed write is logged and tried again next round.
+lane from one whose executor stopped. The rows of the chain's other addresses (a key that
+left the pool, once nothing of it is in flight) are deleted in the same transaction: every
+executor runs the same pool. A failed write is logged and tried again next round.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import socket
 from collections.abc import Callable
 
-from sqlalchemy import func
+from sqlalchemy import delete, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -47,10 +49,14 @@ async def publish_once(engine: AsyncEngine, chain_id: int, lanes: list[LaneStatu
     ]
     statement = insert(SignerLane).values(rows)
     columns = {c: statement.excluded[c] for c in rows[0] if c not in ("chain_id", "address")}
+    gone = delete(SignerLane).where(
+        SignerLane.chain_id == chain_id, SignerLane.address.not_in([r["address"] for r in rows])
+    )
     async with engine.begin() as conn:
         await conn.execute(
             statement.on_conflict_do_update(index_elements=["chain_id", "address"], set_=columns)
         )
+        await conn.execute(gone)
 
 
 async def publish_lane_status(

@@ -414,6 +414,63 @@ async def test_a_new_manager_resolves_recorded_attempts_without_signing_new_crea
     assert_created_once(harness, dict(zip(names, outcomes, strict=True)))
 
 
+async def test_a_create_of_a_key_that_left_the_pool_is_followed_watch_only_to_its_outcome(
+    harness: Harness,
+) -> None:
+    chain = harness.chain
+    chain.set_automine(False)
+    before = await harness.manager()
+    task = asyncio.create_task(before.create("retiring", harness.journal))
+    (recorded,) = await wait_for_attempts(harness, "retiring", 1)
+    await wait_until(lambda: chain.rpc("eth_getTransactionByHash", recorded.tx_hash))
+    task.cancel()
+    await before.close()
+    chain.drop_transaction(recorded.tx_hash)  # gone with the node's mempool, too
+
+    after = await harness.manager(keys=[DEV_ACCOUNTS[2][1]])  # the pool no longer holds KEY
+    outcome = after.follow([recorded], harness.journal)
+    (retired,) = [lane for lane in after.status() if lane.address == ADDRESS]
+    assert retired.in_flight == 1
+    chain.set_interval_mining(1)
+    result = await asyncio.wait_for(outcome, 30)
+    assert harness.journal.of("retiring") == [recorded]  # nothing signed: its bytes sent again
+    assert_created_once(harness, {"retiring": result})
+    assert [lane.address for lane in after.status()] == [DEV_ACCOUNTS[2][0]]
+
+
+async def test_a_retired_keys_create_whose_nonce_was_used_elsewhere_fails_as_signer_retired(
+    harness: Harness,
+) -> None:
+    chain = harness.chain
+    chain.set_automine(False)
+    before = await harness.manager()
+    hang = asyncio.Event()
+
+    async def record_then_crash(attempt: Attempt) -> None:
+        harness.journal.attempts.append(attempt)
+        await hang.wait()  # recorded, never broadcast
+
+    task = asyncio.create_task(before.create("orphaned", record_then_crash))
+    (recorded,) = await wait_for_attempts(harness, "orphaned", 1)
+    task.cancel()
+    await before.close()
+    usurper = self_transfer(chain, recorded.nonce, 4 * recorded.max_fee_per_gas)
+    chain.rpc("eth_sendRawTransaction", usurper)  # the key, used elsewhere, takes the nonce
+
+    after = await harness.manager(keys=[DEV_ACCOUNTS[2][1]])
+    outcome = after.follow([recorded], harness.journal)
+    chain.set_interval_mining(1)
+    result = await asyncio.wait_for(outcome, 30)
+    assert isinstance(result, Refused) and result.code == "signer_retired", result
+    assert harness.journal.of("orphaned") == [recorded]
+    assert harness.create_logs() == Counter()
+
+
+async def wait_for_attempts(harness: Harness, name: str, count: int) -> list[Attempt]:
+    await wait_until(lambda: len(harness.journal.of(name)) >= count)
+    return harness.journal.of(name)
+
+
 def self_transfer(chain: LocalAnvil, nonce: int, fee_cap: int) -> str:
     """A transaction signed with the manager's key outside the manager (a dev key: public)."""
     tx = {

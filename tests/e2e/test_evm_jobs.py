@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from localinfra.dev_keys import DEV_ACCOUNTS
 from tests.support.evm_stack import (
+    ADDRESS,
     EvmStack,
     bucket_id,
     signed_hashes,
@@ -116,3 +119,41 @@ async def test_sigkill_with_fifty_transactions_in_flight_resolves_every_job_from
     for job in jobs.values():
         receipt = evm.receipt(job["tx_hash"])
         assert receipt is not None and int(receipt["status"], 16) == 1, job
+
+
+async def test_jobs_signed_by_a_key_removed_from_the_pool_complete_watch_only_after_a_restart(
+    evm_stack_factory: Any, tmp_path: Path
+) -> None:
+    evm: EvmStack = evm_stack_factory()
+    chain, stack = evm.chain, evm.stack
+    chain.set_interval_mining(0)  # the creates wait in the mempool while the pool changes
+    names = [unique_name("retired") for _ in range(5)]
+    async with stack.client() as client:
+        ids = await submit(client, names)
+        deadline = time.monotonic() + 30
+        while int(chain.rpc("txpool_status")["pending"], 16) < len(names):
+            assert time.monotonic() < deadline, "the creates never reached the mempool"
+            await asyncio.sleep(0.05)
+        stack.kill("executor")
+        chain.drop_all_transactions()  # and the node lost them too
+
+        new_address, new_key = DEV_ACCOUNTS[4]  # anvil's public dev key 4: test data
+        pool = tmp_path / "new-pool"
+        pool.write_text(new_key + "\n")
+        pool.chmod(0o600)
+        stack.start("executor", env={"CHAIN_KEY_POOL_FILE": str(pool)})
+        chain.set_interval_mining(2)
+        jobs = await wait_all_terminal(stack, client, ids, timeout=60)
+        later = await submit(client, [unique_name("new-key")])
+        (after,) = (await wait_all_terminal(stack, client, later, timeout=60)).values()
+
+    assert Counter(j["status"] for j in jobs.values()) == {"completed": len(names)}
+    logs = evm.create_logs()
+    assert all(logs[bucket_id(n)] == 1 for n in names)  # under the removed key, once each
+    events = await evm.events()
+    signed = [e["data"] for e in events if e["type"] == "BucketTransactionSigned"]
+    assert sorted(d["bucket_name"] for d in signed if d["signer"] == ADDRESS) == sorted(names)
+    assert [d["bucket_name"] for d in signed if d["signer"] == new_address] == [
+        after["bucket_name"]
+    ]
+    assert after["status"] == "completed"

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -28,8 +28,19 @@ class Signed:
     tx_hash: str  # 0x hex, lower case
 
 
+class Signer(Protocol):
+    """What a lane signs with: a key of the pool, or a retired one that signs nothing."""
+
+    address: str
+    can_sign: bool
+
+    def sign(self, transaction: dict[str, Any]) -> Signed: ...
+
+
 class SigningKey:
     """A private key that signs locally; never printed (its repr shows the address only)."""
+
+    can_sign = True
 
     def __init__(self, private_key: str) -> None:
         try:
@@ -45,6 +56,22 @@ class SigningKey:
 
     def __repr__(self) -> str:
         return f"SigningKey(address={self.address})"
+
+
+class RetiredKey:
+    """The address of a key no longer in the pool, whose recorded transactions are still
+    followed to their outcome (watch only: the same signed bytes, never a new signature)."""
+
+    can_sign = False
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def sign(self, transaction: dict[str, Any]) -> Signed:
+        raise RuntimeError(f"{self.address} is not in the key pool: nothing is signed with it")
+
+    def __repr__(self) -> str:
+        return f"RetiredKey(address={self.address})"
 
 
 def read_key_pool(path: Path) -> list[str]:

@@ -43,7 +43,7 @@ from eth_utils.address import to_checksum_address
 from services.executor.chain import fees as fee_rules
 from services.executor.chain import reverts
 from services.executor.chain.fence import UNFENCED, Fence
-from services.executor.chain.keys import SigningKey
+from services.executor.chain.keys import Signer
 from services.executor.chain.observer import UNOBSERVED, LaneObserver
 from services.executor.chain.records import (
     CREATE,
@@ -137,7 +137,7 @@ class _Snapshot:
 class Lane:
     def __init__(
         self,
-        key: SigningKey,
+        key: Signer,
         rpc: JsonRpc,
         head: Head,
         config: LaneConfig,
@@ -619,7 +619,7 @@ class Lane:
         base_fee = self._head.base_fee or 0
         config = self._config
         offer = fee_rules.bumped(old, base_fee, self._head.tip, config.fee_bump, config.fee_cap_wei)
-        if offer is None:  # at the cap: keep the same bytes in front of the node
+        if offer is None or not self.key.can_sign:  # at the cap, or retired: the same bytes
             await self._send(tx, last)
             return
         await self._fence.verify()
@@ -706,6 +706,16 @@ class Lane:
         create.nonces.discard(tx.nonce)
         if create.future.done() or create.nonces:
             return
+        if not self.key.can_sign:
+            create.future.set_result(
+                Refused(
+                    error_codes.SIGNER_RETIRED,
+                    f"nonce {tx.nonce} of {self.address}, a key no longer in the pool, was used "
+                    "by another transaction: this create can never be mined and cannot be "
+                    "signed again without the key; nothing was created",
+                )
+            )
+            return
         log.warning(
             "our nonce was used by another transaction of this key; signing the create again",
             extra={"nonce": tx.nonce, "bucket_name": create.name},
@@ -737,7 +747,7 @@ class Lane:
 
     def _holes(self, pending_count: int, mined_count: int) -> list[int]:
         waiting = [n for n, tx in self._txs.items() if tx.mined is None]
-        if not waiting or self._paused_since is not None:
+        if not waiting or self._paused_since is not None or not self.key.can_sign:
             return []
         start = max(pending_count, mined_count)
         return [

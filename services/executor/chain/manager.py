@@ -5,6 +5,10 @@ head (a new hash: a reorg at the same height counts) it sends ONE JSON-RPC batch
 lane's nonces, balance, receipts of every attempt in flight and their mempool presence, and
 hands each lane its answers. Nothing polls per transaction. With the node unreachable it backs
 off (up to `backoff_max_s`) and carries on where it was: nothing is abandoned or re-signed.
+
+Recorded creates signed by a key no longer in the pool (the pool changed across a restart)
+are followed by a watch-only lane of that address: the same receipts, mempool and nonce
+checks, its recorded bytes re-broadcast, nothing signed (`keys.RetiredKey`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 from collections.abc import Hashable, Sequence
 
 from services.executor.chain.fence import UNFENCED, Fence
-from services.executor.chain.keys import SigningKey, key_for
+from services.executor.chain.keys import RetiredKey, SigningKey, key_for
 from services.executor.chain.lane import Head, Lane, LaneConfig
 from services.executor.chain.observer import UNOBSERVED, LaneObserver
 from services.executor.chain.records import Attempt, Journal, LaneStatus, Outcome
@@ -42,6 +46,7 @@ class TransactionManager:
         self._config = config
         self._poll = poll_interval_s
         self.head = Head()
+        self._observer = observer
         self._lanes = {
             key.address: Lane(key, rpc, self.head, config, fence, observer) for key in self._keys
         }
@@ -86,13 +91,20 @@ class TransactionManager:
         (signer,) = signers
         lane = self._lanes.get(signer)
         if lane is None:
-            raise LookupError(
-                f"attempts signed by {signer}, a key not in this pool: put it back to resolve them"
+            log.warning(
+                "following recorded transactions of a key no longer in the pool, watch only",
+                extra={"address": signer},
             )
+            lane = Lane(
+                RetiredKey(signer), self._rpc, self.head, self._config, UNFENCED, self._observer
+            )
+            self._lanes[signer] = lane
         return lane.follow(attempts, journal)
 
     def status(self) -> list[LaneStatus]:
-        return [lane.status() for lane in self._lanes.values()]
+        """The pool's lanes, and a retired key's while it has transactions in flight."""
+        lanes = [lane.status() for lane in self._lanes.values()]
+        return [s for s in lanes if s.in_flight or self._lanes[s.address].key.can_sign]
 
     async def _watch(self) -> None:
         delay = self._poll
