@@ -79,12 +79,21 @@ async def test_a_job_is_one_trace_from_the_request_to_the_webhook_post(
         def in_trace() -> list[ReceivedSpan]:
             return [s for s in otlp.spans() if s.trace_id == trace_id]
 
+        expected = {
+            ("akave-gateway-api", "POST /buckets"),
+            ("akave-gateway-executor", "executor.job"),
+            ("akave-gateway-executor", "executor.attempt"),
+            ("akave-gateway-executor", "chain.view_bucket"),
+            ("akave-gateway-executor", "chain.create_bucket"),
+            ("akave-gateway-notifier", "notifier.deliver"),
+        }
+
         def complete() -> bool:
+            # Each process exports on its own schedule, and a parent span ends (and is
+            # exported) after its children: wait until every service's spans are in.
             names = {(s.service, s.name) for s in in_trace()}
             batches = [s for s in otlp.spans() if s.name == "projector.write_batch"]
-            return ("akave-gateway-notifier", "notifier.deliver") in names and any(
-                trace_id in b.linked_trace_ids for b in batches
-            )
+            return expected <= names and any(trace_id in b.linked_trace_ids for b in batches)
 
         await eventually("the job's spans from every service", complete, stack)
         spans = in_trace()
