@@ -64,6 +64,11 @@ class Recorder:
     async def __call__(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
 
+    async def record_then_crash(self, attempt: Attempt) -> None:
+        """Records the attempt and never returns: the process dies before its broadcast."""
+        self.attempts.append(attempt)
+        await asyncio.Event().wait()
+
     def of(self, name: str) -> list[Attempt]:
         return [a for a in self.attempts if a.bucket_name == name]
 
@@ -383,14 +388,8 @@ async def test_a_new_manager_resolves_recorded_attempts_without_signing_new_crea
     chain = harness.chain
     chain.set_automine(False)
     crashed = await harness.manager()
-    hang = asyncio.Event()
-
-    async def record_then_crash(attempt: Attempt) -> None:
-        harness.journal.attempts.append(attempt)
-        await hang.wait()  # recorded, never broadcast: the process dies here
-
     names = [f"resumed-{i}" for i in range(6)]
-    first = asyncio.create_task(crashed.create(names[0], record_then_crash))
+    first = asyncio.create_task(crashed.create(names[0], harness.journal.record_then_crash))
     await wait_until(lambda: len(harness.journal.attempts) == 1)
     rest = [asyncio.create_task(crashed.create(n, harness.journal)) for n in names[1:]]
     await wait_until(lambda: len(harness.journal.attempts) == 6)
@@ -444,13 +443,7 @@ async def test_a_retired_keys_create_whose_nonce_was_used_elsewhere_fails_as_sig
     chain = harness.chain
     chain.set_automine(False)
     before = await harness.manager()
-    hang = asyncio.Event()
-
-    async def record_then_crash(attempt: Attempt) -> None:
-        harness.journal.attempts.append(attempt)
-        await hang.wait()  # recorded, never broadcast
-
-    task = asyncio.create_task(before.create("orphaned", record_then_crash))
+    task = asyncio.create_task(before.create("orphaned", harness.journal.record_then_crash))
     (recorded,) = await wait_for_attempts(harness, "orphaned", 1)
     task.cancel()
     await before.close()
