@@ -32,14 +32,16 @@ class Chain:
 
 
 @contextlib.contextmanager
-def local_chain(block_time: float | None = BLOCK_TIME_S) -> Iterator[Chain]:
+def local_chain(
+    block_time: float | None = BLOCK_TIME_S, gas_limit: int = BLOCK_GAS
+) -> Iterator[Chain]:
     """A fresh anvil of this run's own, our contract deployed, the pool's keys funded;
     `block_time` None automines (a block per transaction)."""
     anvil = LocalAnvil(
         REPO,
         name=f"bench-{os.getpid()}",
         block_time=block_time,
-        gas_limit=BLOCK_GAS,
+        gas_limit=gas_limit,
         fresh=True,
     )
     anvil.start()
