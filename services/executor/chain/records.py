@@ -60,7 +60,9 @@ class Reverted:
 
 @dataclass(frozen=True)
 class Refused:
-    """No transaction of this create was ever accepted by the node and none will be sent."""
+    """No transaction of this create is mined and none ever will be: the node never accepted
+    one (e.g. `insufficient_funds`), or a retired key's nonce went to another transaction
+    (`signer_retired`)."""
 
     code: str  # an `errors` code, e.g. insufficient_funds
     message: str
