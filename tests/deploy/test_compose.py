@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from localinfra.dev_keys import DEV_KEY
 from tests.deploy.conftest import REPO, venv_tool
 
 COMPOSE = REPO / "compose.yaml"
@@ -61,6 +62,18 @@ def test_compose_runs_the_stack_the_gateway_needs() -> None:
     assert "ports" not in services["executor"]
     volumes = {v["target"] for s in services.values() for v in s.get("volumes", [])}
     assert {"/var/lib/redpanda/data", "/var/lib/postgresql/data", "/anvil"} <= volumes
+
+
+def test_the_only_key_in_compose_is_anvils_public_dev_key() -> None:
+    """compose.yaml is committed: the one signing key in it must be anvil's well-known dev
+    key 0 (public test data), never a real one, and only the executor gets it."""
+    services = json.loads(config(COMPOSE).stdout)["services"]
+    holders = {
+        name: env["AKAVE_PRIVATE_KEY"]
+        for name, service in services.items()
+        if "AKAVE_PRIVATE_KEY" in (env := service.get("environment") or {})
+    }
+    assert holders == {"executor": DEV_KEY}
 
 
 def test_local_override_swaps_only_images_that_cannot_be_pulled() -> None:
