@@ -267,20 +267,21 @@ class Lane:
             async with asyncio.timeout(self._config.insufficient_funds_wait_s):
                 await self._funded.wait()
         except TimeoutError:
-            if await self._funded_now():
+            if await self._judge_funds():
                 return None
             return self._refusal()
         return None
 
-    async def _funded_now(self) -> bool:
-        """The balance read now covers what the paused lane waits to send (then it resumes)."""
+    async def _judge_funds(self) -> bool:
+        """Read the balance now and judge it as a new block would (`_after_pause_check`);
+        True once the lane is not paused. Without the node the lane stays as it is."""
         try:
             balance = int(await self._rpc.call("eth_getBalance", self.address, "latest"), 16)
         except (RpcUnavailable, RpcError):
-            return False
+            return self._paused_since is None
         self._balance = balance
-        if self._paused_since is not None and balance >= self._funds_needed():
-            self._unpause()
+        if self._paused_since is not None:
+            self._after_pause_check(balance)
         return self._paused_since is None
 
     def _funds_needed(self) -> int:
@@ -473,14 +474,7 @@ class Lane:
         unsent is sent at once, not on the next block."""
         while self._paused_since is not None:
             await asyncio.sleep(self._config.funds_poll_s)
-            try:
-                balance = int(await self._rpc.call("eth_getBalance", self.address, "latest"), 16)
-            except (RpcUnavailable, RpcError):
-                continue
-            if self._paused_since is None:
-                break
-            self._balance = balance
-            self._after_pause_check(balance)
+            await self._judge_funds()
         for tx in sorted(self._txs.values(), key=lambda tx: tx.nonce):
             if not tx.sent and not tx.underpriced and not tx.busy and tx.mined is None:
                 self._start(tx, self._send(tx, tx.attempts[-1]))

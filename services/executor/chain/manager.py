@@ -103,8 +103,11 @@ class TransactionManager:
 
     def status(self) -> list[LaneStatus]:
         """The pool's lanes, and a retired key's while it has transactions in flight."""
-        lanes = [lane.status() for lane in self._lanes.values()]
-        return [s for s in lanes if s.in_flight or self._lanes[s.address].key.can_sign]
+        return [
+            status
+            for lane in self._lanes.values()
+            if (status := lane.status()).in_flight or lane.key.can_sign
+        ]
 
     async def _watch(self) -> None:
         delay = self._poll
