@@ -129,6 +129,13 @@ def main(argv: list[str] | None = None) -> None:
         help="local stack: Postgres + Kafka + migrations + api, executor, projector, notifier",
     )
     _parked_parser(commands)
+    snapshots = commands.add_parser("snapshots", help="list or drop the executor's snapshots")
+    snapshot_actions = snapshots.add_subparsers(dest="action", required=True, metavar="ACTION")
+    snapshot_actions.add_parser("list", help="each partition's snapshot: position, jobs, age")
+    dropping = snapshot_actions.add_parser(
+        "drop", help="delete snapshots with their index (safe: the partition is folded again)"
+    )
+    dropping.add_argument("--partition", type=int, help="one partition (default: all)")
     apikey = commands.add_parser("apikey", help="API keys: `apikey new` prints a fresh one")
     add_apikey_commands(apikey)
     args = parser.parse_args(argv)
@@ -160,6 +167,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(run_dev(settings))
     elif args.command == "parked":
         sys.exit(_parked(args, settings))
+    elif args.command == "snapshots":
+        from cli import snapshots as snapshot_commands
+
+        if args.action == "list":
+            sys.exit(snapshot_commands.list_command(settings))
+        sys.exit(snapshot_commands.drop_command(settings, args.partition))
     else:
         _service(args.command, settings)
 

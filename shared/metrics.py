@@ -140,6 +140,21 @@ EXECUTOR_EVENTS = Metric(
     "executor",
     ("type",),
 )
+EXECUTOR_SNAPSHOTS = Metric(
+    "akave_executor_snapshots",
+    "counter",
+    "partition snapshots: written, refused (unreadable, another version, ahead of the log: "
+    "folded from offset 0 instead) or failed (not written; the next one retries)",
+    "executor",
+    ("outcome",),
+)
+EXECUTOR_SNAPSHOT_POSITION = Metric(
+    "akave_executor_snapshot_position",
+    "gauge",
+    "the log position of the newest snapshot this executor wrote or restored, by partition",
+    "executor",
+    ("partition",),
+)
 
 # Notifier -----------------------------------------------------------------------------------
 WEBHOOK_ATTEMPTS = Metric(

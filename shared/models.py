@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
@@ -144,3 +145,47 @@ class SignerLane(Base):
     balance_wei: Mapped[int | None] = mapped_column(Numeric(78, 0))
     executor: Mapped[str] = mapped_column(String(255), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ExecutorSnapshot(Base):
+    """An executor's fold of one partition as of `position` (every record below it), written
+    in one transaction with the finished jobs and owners it no longer holds in memory
+    (services/executor/snapshot.py). Deleting a row is safe: the partition is folded again."""
+
+    __tablename__ = "executor_snapshots"
+
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    checksum: Mapped[str] = mapped_column(String(64), nullable=False)  # sha256 of payload, hex
+    payload: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    jobs: Mapped[int] = mapped_column(Integer, nullable=False)  # unfinished jobs it holds
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class ExecutorFinishedJob(Base):
+    """A job that reached a terminal status, below some snapshot's position: the executor's
+    paged index of the history it does not keep in memory (a request read again is skipped)."""
+
+    __tablename__ = "executor_finished"
+
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (Index("ix_executor_finished_partition", "topic", "partition"),)
+
+
+class ExecutorOwner(Base):
+    """The first completed job of each bucket name, below some snapshot's position: the
+    executor's ownership check for names it no longer holds in memory."""
+
+    __tablename__ = "executor_owners"
+
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    bucket_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), nullable=False)
+    partition: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (Index("ix_executor_owners_partition", "topic", "partition"),)

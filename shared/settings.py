@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     executor_concurrency: int = Field(default=4, ge=1)
     executor_max_pending: int = Field(default=10_000, ge=1)
     executor_session_timeout_ms: int = Field(default=10_000, ge=6_000)
+    # A partition's snapshot is written this often while records arrive, and every
+    # EXECUTOR_SNAPSHOT_RECORDS records while a partition is folded from an older position
+    # (services/executor/snapshot.py): a start or a takeover reads only what came after it.
+    executor_snapshot_interval_s: float = Field(default=10.0, gt=0)
+    executor_snapshot_records: int = Field(default=50_000, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     retry_delay_s: float = Field(default=10.0, ge=0)
     attempt_timeout_s: float = Field(default=600.0, gt=0)

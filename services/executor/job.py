@@ -45,7 +45,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 Emit = Callable[[EventData], Awaitable[None]]
-OwnerOf = Callable[[str], "uuid.UUID | None"]
+OwnerOf = Callable[[str], Awaitable["uuid.UUID | None"]]  # the ledger's, index-backed
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class JobRunner:
                 return self._failed(
                     job, f"invalid bucket name: {problem}", error_codes.INVALID_BUCKET_NAME, attempt
                 )
-            owner = owner_of(name)
+            owner = await owner_of(name)
             if owner is not None and owner != job.job_id:
                 return self._failed(
                     job,
@@ -242,7 +242,7 @@ class JobRunner:
         name = job.bucket_name
         if error.code != error_codes.BUCKET_ALREADY_ON_CHAIN:
             return self._failed(job, str(error), error.code, attempt)
-        owner = owner_of(name)
+        owner = await owner_of(name)
         if owner is None or owner == job.job_id:
             async with self._slots:
                 existing = await self._view(name)

@@ -1,10 +1,14 @@
 """The executor process: consumes the topic in a consumer group and runs bucket jobs.
 
-On assignment it reads each partition from offset 0 into a `PartitionLedger` (who owns which
-name, which jobs are unfinished), then runs the unfinished jobs in log order and every new
-request as it arrives. With a recording backend (`evm`) no new create is signed from assignment
-until every partition is live and each unfinished job's recorded transactions are followed
-again (`JobRunner.follow`), so a new create never takes a nonce an earlier one recorded.
+On assignment it restores each partition's `PartitionLedger` (who owns which name, which jobs
+are unfinished) from the partition's snapshot and reads only the records after its position,
+or folds the partition from offset 0 when there is none (`snapshotting.py`); then it runs the
+unfinished jobs in log order and every new request as it arrives. A snapshot is written every
+EXECUTOR_SNAPSHOT_INTERVAL_S while records arrive, every EXECUTOR_SNAPSHOT_RECORDS records
+while catching up, and when a partition is revoked or the executor stops. With a recording
+backend (`evm`) no new create is signed from assignment until every partition is live and each
+unfinished job's recorded transactions are followed again (`JobRunner.follow`), so a new create
+never takes a nonce an earlier one recorded.
 Offsets are committed only below the lowest unfinished job, after its outcome event was
 acknowledged, so a crash re-runs work instead of losing it.
 """
@@ -18,7 +22,6 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from opentelemetry.context import Context
 from prometheus_client import CollectorRegistry
 
 from services.executor import spans
@@ -32,6 +35,8 @@ from services.executor.job import Job, JobRunner
 from services.executor.lane_status import publish_lane_status
 from services.executor.ledger import PartitionLedger
 from services.executor.scheduler import KeyedScheduler, OffsetTracker
+from services.executor.snapshot_store import SnapshotStore
+from services.executor.snapshotting import Snapshots
 from services.executor.transactions import TransactionGate
 from shared import metrics
 from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record, SortedBatch
@@ -39,7 +44,7 @@ from shared.db import make_engine
 from shared.events import EventData, new_event
 from shared.kafka import Appender, ensure_topics, make_consumer
 from shared.settings import Settings
-from shared.tracing import context_from_headers
+from shared.tracing import context_from_traceparent, traceparent_of
 
 log = logging.getLogger(__name__)
 SOURCE = "/akave-gateway/executor"
@@ -49,15 +54,24 @@ COMMIT_EVERY_S = 1.0
 class _Partition:
     """Everything the executor holds for one assigned partition."""
 
-    def __init__(self, tp: TopicPartition, catch_up_to: int, committed: int) -> None:
+    def __init__(
+        self,
+        tp: TopicPartition,
+        ledger: PartitionLedger,
+        position: int,
+        catch_up_to: int,
+        committed: int,
+    ) -> None:
         self.tp = tp
-        self.ledger = PartitionLedger()
+        self.ledger = ledger
         self.tracker = OffsetTracker()
+        if position > 0:
+            self.tracker.consumed(position - 1)
         self.catch_up_to: int | None = catch_up_to
         self.committed = committed
         self.jobs: set[asyncio.Task[None]] = set()
-        # unfinished jobs' trace contexts, from their BucketRequested records' headers
-        self.trace_parents: dict[uuid.UUID, Context] = {}
+        self.snapshot_position = position
+        self.snapshot_at = time.monotonic()
 
     @property
     def live(self) -> bool:
@@ -72,8 +86,15 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer: AIOKafkaConsumer,
         appender: Appender,
         registry: CollectorRegistry,
+        store: SnapshotStore,
     ) -> None:
         self._settings = settings
+        self._store = store
+        self._snapshots = Snapshots(
+            store,
+            metrics.counter(metrics.EXECUTOR_SNAPSHOTS, registry),
+            metrics.gauge(metrics.EXECUTOR_SNAPSHOT_POSITION, registry),
+        )
         self._consumer = consumer
         self._appender = appender
         self._topic = settings.bucket_events_topic
@@ -113,13 +134,16 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self._runner.creates_open.clear()
         ends = await self._consumer.end_offsets(mine)
-        committed = {tp: await self._consumer.committed(tp) or 0 for tp in mine}
-        parts = [_Partition(tp, ends[tp], committed[tp]) for tp in mine]
+        parts = []
+        for tp in mine:
+            ledger, position = await self._snapshots.restore(tp.partition, ends[tp])
+            committed = await self._consumer.committed(tp) or 0
+            parts.append(_Partition(tp, ledger, position, ends[tp], committed))
         for part in parts:  # all registered before any goes live: creates stay closed till then
             self._partitions[part.tp.partition] = part
-            self._consumer.seek(part.tp, 0)
+            self._consumer.seek(part.tp, part.snapshot_position)
         for part in parts:
-            if ends[part.tp] == 0:
+            if part.snapshot_position >= ends[part.tp]:
                 self._go_live(part)
         log.info("partitions assigned", extra={"partitions": sorted(t.partition for t in mine)})
 
@@ -130,6 +154,7 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             await self._scheduler.cancel(part.jobs)
             await self._commit([part])
+            await self._snapshot(part)
         if revoked:
             log.info(
                 "partitions revoked", extra={"partitions": sorted(t.partition for t in revoked)}
@@ -153,27 +178,53 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
             self._backpressure()
             if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
                 await self._commit(list(self._partitions.values()))
+            for part in list(self._partitions.values()):
+                if self._snapshot_due(part):
+                    await self._snapshot(part)
         await self.shutdown()
 
     async def shutdown(self) -> None:
-        """Abandon in-flight jobs (their offsets stay uncommitted) and commit what finished."""
+        """Abandon in-flight jobs (their offsets stay uncommitted), commit what finished and
+        write each partition's snapshot."""
         await self._scheduler.cancel()
         await self._commit(list(self._partitions.values()))
+        for part in list(self._partitions.values()):
+            await self._snapshot(part)
+
+    # Snapshots -------------------------------------------------------------------------------
+
+    def _snapshot_due(self, part: _Partition) -> bool:
+        behind = part.tracker.position - part.snapshot_position
+        if behind >= self._settings.executor_snapshot_records:
+            return True
+        waited = time.monotonic() - part.snapshot_at >= self._settings.executor_snapshot_interval_s
+        return waited and (behind > 0 or bool(part.ledger.recent.jobs))
+
+    async def _snapshot(self, part: _Partition) -> None:
+        """The partition's ledger as of everything consumed (and the own events acknowledged,
+        which the fold ignores when it reads them again)."""
+        position = part.tracker.position
+        if position < part.snapshot_position:
+            return  # nothing consumed since the restore
+        part.snapshot_at = time.monotonic()
+        if await self._snapshots.take(part.tp.partition, part.ledger, position):
+            part.snapshot_position = position
 
     async def _consume(self, part: _Partition, records: list[Record]) -> None:
         batch = SortedBatch()
-        for record, event in batch.read(records):
+        events = list(batch.read(records))
+        await part.ledger.prefetch((event for _, event in events), self._store)
+        for record, event in events:
             part.tracker.consumed(record.offset)
             is_new_job = part.ledger.observe(event, record.offset)
-            if is_new_job and (parent := context_from_headers(record.headers)) is not None:
-                part.trace_parents[event.job_id] = parent
-            elif event.job_id in part.ledger.finished:
-                part.trace_parents.pop(event.job_id, None)
+            if is_new_job and (parent := traceparent_of(record.headers)) is not None:
+                part.ledger.traceparents[event.job_id] = parent
             if is_new_job and part.live:
                 state = part.ledger.unfinished[event.job_id]
                 self._submit(
                     part, Job(state.job_id, state.bucket_name, state.attempts), record.offset
                 )
+        part.ledger.forget_known()
         part.tracker.consumed(records[-1].offset)
         for record, error in batch.malformed:
             if record.offset >= part.committed:  # below it, an earlier run parked it already
@@ -208,13 +259,14 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _submit(self, part: _Partition, job: Job, offset: int) -> None:
         part.tracker.started(offset)
-        parent = part.trace_parents.pop(job.job_id, None)
+        parent = context_from_traceparent(part.ledger.traceparents.get(job.job_id))
+
+        async def owner_of(name: str) -> uuid.UUID | None:
+            return await part.ledger.owner_of(name, self._store)
 
         async def work() -> None:
             with spans.job(job.job_id, job.bucket_name, parent):
-                await self._runner.run(
-                    job, lambda data: self._emit(part, data), part.ledger.owners.get
-                )
+                await self._runner.run(job, lambda data: self._emit(part, data), owner_of)
 
         def done(task: asyncio.Task[None]) -> None:
             part.jobs.discard(task)
@@ -340,6 +392,8 @@ async def _consume(
     settings: Settings, backend: AkaveBackend, stop: asyncio.Event, registry: CollectorRegistry
 ) -> None:
     appender = Appender(settings)
+    engine = make_engine(settings, pool_size=2, max_overflow=0)
+    store = SnapshotStore(engine, settings.bucket_events_topic)
     consumer = make_consumer(
         settings,
         group_id=settings.executor_group_id,
@@ -347,7 +401,7 @@ async def _consume(
         heartbeat_interval_ms=max(1000, settings.executor_session_timeout_ms // 3),
     )
     try:
-        executor = Executor(settings, backend, consumer, appender, registry)
+        executor = Executor(settings, backend, consumer, appender, registry, store)
         registry.register(
             metrics.ConsumeCollector(ConsumerName.EXECUTOR, lambda: executor.stats, executor.lag)
         )
@@ -364,3 +418,4 @@ async def _consume(
         )
     finally:
         await appender.stop()
+        await engine.dispose()

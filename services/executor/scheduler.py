@@ -27,6 +27,11 @@ class OffsetTracker:
         self._unfinished.discard(offset)
 
     @property
+    def position(self) -> int:
+        """The offset after the last record consumed (0 before any)."""
+        return self._consumed or 0
+
+    @property
     def in_flight(self) -> int:
         return len(self._unfinished)
 

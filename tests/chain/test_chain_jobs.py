@@ -50,7 +50,10 @@ class Flow:
 
     def run(self, name: str) -> asyncio.Task[None]:
         job = Job(uuid.uuid4(), name)
-        return asyncio.create_task(self.runner.run(job, self.emit, self.owners.get))
+        return asyncio.create_task(self.runner.run(job, self.emit, self.owner_of))
+
+    async def owner_of(self, name: str) -> uuid.UUID | None:
+        return self.owners.get(name)
 
     def of(self, name: str) -> list[EventData]:
         return [e for e in self.events if e.bucket_name == name]

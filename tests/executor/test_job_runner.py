@@ -122,13 +122,22 @@ def nobody_owns(_name: str) -> uuid.UUID | None:
     return None
 
 
+async def no_owner(_name: str) -> uuid.UUID | None:
+    return None
+
+
 async def run_job(
     runner: JobRunner,
     job: Job,
     owner_of: Callable[[str], uuid.UUID | None] = nobody_owns,
 ) -> Outcome:
+    """Runs `job` with `owner_of` answering the ownership check (as the ledger's lookup would)."""
     outcome = Outcome()
-    await asyncio.wait_for(runner.run(job, outcome.emit, owner_of), 5)
+
+    async def owner(name: str) -> uuid.UUID | None:
+        return owner_of(name)
+
+    await asyncio.wait_for(runner.run(job, outcome.emit, owner), 5)
     return outcome
 
 
@@ -427,10 +436,10 @@ async def test_retry_delay_does_not_hold_the_concurrency_slot(chain: FakeChain) 
         return emit
 
     chain.create_steps = [TRANSIENT]  # the first create (the waiting job's) fails once
-    first = asyncio.create_task(runner.run(waiting, recorder("waiting"), nobody_owns))
+    first = asyncio.create_task(runner.run(waiting, recorder("waiting"), no_owner))
     while "waiting BucketProcessing(1)" not in timeline:
         await asyncio.sleep(0)
-    second = asyncio.create_task(runner.run(other, recorder("other"), nobody_owns))
+    second = asyncio.create_task(runner.run(other, recorder("other"), no_owner))
     await asyncio.wait_for(second, 0.4)  # well inside the waiting job's 0.5 s delay
     assert timeline == [
         "waiting BucketProcessing(1)",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
 from services.executor.attempt_records import recorded_attempt, signed_event
 from services.executor.chain.records import Attempt
-from services.executor.ledger import PartitionLedger
+from services.executor.ledger import Finished, PartitionLedger
 from shared.events import (
     BucketCreated,
     BucketFailed,
@@ -94,7 +95,7 @@ def test_events_of_a_job_whose_request_was_never_seen_are_ignored() -> None:
     job = uuid.uuid4()
     assert ledger.observe(processing(job, "alpha", 1), offset=5) is False
     assert ledger.observe(created(job, "alpha"), offset=6) is False
-    assert ledger.unfinished == {} and ledger.request_offsets == {} and ledger.owners == {}
+    assert ledger.unfinished == {} and ledger.request_offsets == {} and ledger.recent.owners == {}
 
 
 def test_completed_job_leaves_unfinished_and_its_request_offset() -> None:
@@ -105,7 +106,7 @@ def test_completed_job_leaves_unfinished_and_its_request_offset() -> None:
     ledger.observe(created(job, "alpha"), offset=2)
     assert job not in ledger.unfinished
     assert job not in ledger.request_offsets
-    assert job in ledger.finished
+    assert ledger.is_finished(job)
     assert ledger.pending_in_log_order() == []
 
 
@@ -115,8 +116,8 @@ def test_failed_job_leaves_unfinished_and_owns_nothing() -> None:
     ledger.observe(requested(job, "alpha"), offset=0)
     ledger.observe(failed(job, "alpha"), offset=1)
     assert job not in ledger.unfinished and job not in ledger.request_offsets
-    assert job in ledger.finished
-    assert ledger.owners == {}
+    assert ledger.is_finished(job)
+    assert ledger.recent.owners == {}
 
 
 def test_events_after_a_job_ended_change_nothing() -> None:
@@ -127,7 +128,7 @@ def test_events_after_a_job_ended_change_nothing() -> None:
     assert ledger.observe(processing(job, "alpha", 2), offset=2) is False
     assert ledger.observe(failed(job, "alpha"), offset=3) is False
     assert job not in ledger.unfinished
-    assert ledger.owners == {"alpha": job}
+    assert ledger.recent.owners == {"alpha": job}
 
 
 def test_first_completed_job_of_a_name_owns_it() -> None:
@@ -135,7 +136,7 @@ def test_first_completed_job_of_a_name_owns_it() -> None:
     job = uuid.uuid4()
     ledger.observe(requested(job, "alpha"), offset=0)
     ledger.observe(created(job, "alpha"), offset=1)
-    assert ledger.owners == {"alpha": job}
+    assert ledger.recent.owners == {"alpha": job}
 
 
 def test_later_created_for_an_owned_name_does_not_take_it_over() -> None:
@@ -145,8 +146,8 @@ def test_later_created_for_an_owned_name_does_not_take_it_over() -> None:
     ledger.observe(requested(second, "alpha"), offset=1)
     ledger.observe(created(first, "alpha"), offset=2)
     ledger.observe(created(second, "alpha"), offset=3)
-    assert ledger.owners == {"alpha": first}
-    assert second not in ledger.unfinished and second in ledger.finished
+    assert ledger.recent.owners == {"alpha": first}
+    assert second not in ledger.unfinished and ledger.is_finished(second)
 
 
 def test_job_that_failed_does_not_block_a_later_job_from_owning_the_name() -> None:
@@ -156,7 +157,7 @@ def test_job_that_failed_does_not_block_a_later_job_from_owning_the_name() -> No
     ledger.observe(failed(loser, "alpha"), offset=1)
     ledger.observe(requested(winner, "alpha"), offset=2)
     ledger.observe(created(winner, "alpha"), offset=3)
-    assert ledger.owners == {"alpha": winner}
+    assert ledger.recent.owners == {"alpha": winner}
 
 
 def test_owners_are_kept_per_name() -> None:
@@ -166,7 +167,7 @@ def test_owners_are_kept_per_name() -> None:
     ledger.observe(requested(b, "beta"), offset=1)
     ledger.observe(created(b, "beta"), offset=2)
     ledger.observe(created(a, "alpha"), offset=3)
-    assert ledger.owners == {"alpha": a, "beta": b}
+    assert ledger.recent.owners == {"alpha": a, "beta": b}
 
 
 def test_pending_jobs_come_in_the_order_of_their_request_offsets() -> None:
@@ -268,3 +269,108 @@ def test_recorded_transactions_are_kept_in_log_order_once_each_until_the_job_end
     assert ledger.signed_attempts(job) == [] and job not in ledger.unfinished
     ledger.observe(signed(job, "kept", 5, 1))  # late: the job is over
     assert ledger.signed_attempts(job) == []
+
+
+# Bounded memory: what finished goes to the index with a snapshot ----------------------------
+
+
+class DictIndex:
+    """The finished-job index as plain dicts (the Postgres one is tested in
+    tests/executor/test_snapshot_store.py); counts the questions it is asked."""
+
+    def __init__(self) -> None:
+        self.jobs: set[uuid.UUID] = set()
+        self.owners: dict[str, uuid.UUID] = {}
+        self.questions = 0
+
+    def write(self, layer: Finished) -> None:
+        self.jobs.update(layer.jobs)
+        for name, job in layer.owners.items():
+            self.owners.setdefault(name, job)
+
+    async def finished_among(self, job_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        self.questions += 1
+        return {j for j in job_ids if j in self.jobs}
+
+    async def owners_of(self, names: Collection[str]) -> dict[str, uuid.UUID]:
+        self.questions += 1
+        return {n: self.owners[n] for n in names if n in self.owners}
+
+
+def flush(ledger: PartitionLedger, index: DictIndex) -> None:
+    index.write(ledger.start_flush())
+    ledger.end_flush(written=True)
+
+
+async def fold(ledger: PartitionLedger, index: DictIndex, events: list[Event]) -> list[bool]:
+    """One batch, as the executor folds it: prefetch, observe each, forget the answers."""
+    await ledger.prefetch(events, index)
+    news = [ledger.observe(e, offset=i) for i, e in enumerate(events)]
+    ledger.forget_known()
+    return news
+
+
+async def test_a_flushed_job_leaves_memory_and_its_repeated_request_is_still_not_new() -> None:
+    ledger, index = PartitionLedger(), DictIndex()
+    job = uuid.uuid4()
+    request = requested(job, "alpha")
+    await fold(ledger, index, [request, created(job, "alpha")])
+    flush(ledger, index)
+    assert ledger.recent == Finished() and not ledger.is_finished(job)  # nothing in memory
+    assert await fold(ledger, index, [request]) == [False]
+    assert job not in ledger.unfinished
+
+
+async def test_a_repeated_request_is_new_without_the_prefetch_which_the_index_answers() -> None:
+    # The check above is the index's doing: without asking it the request looks new.
+    ledger, index = PartitionLedger(), DictIndex()
+    job = uuid.uuid4()
+    await fold(ledger, index, [requested(job, "alpha"), failed(job, "alpha")])
+    flush(ledger, index)
+    assert ledger.observe(requested(job, "alpha"), offset=9) is True
+
+
+async def test_the_owner_of_a_flushed_name_comes_from_the_index() -> None:
+    ledger, index = PartitionLedger(), DictIndex()
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await fold(ledger, index, [requested(first, "alpha"), created(first, "alpha")])
+    flush(ledger, index)
+    assert await ledger.owner_of("alpha", index) == first
+    assert await ledger.owner_of("beta", index) is None
+    # a later create of the name, in the log, cannot take it over: that job fails
+    await fold(ledger, index, [requested(second, "alpha"), created(second, "alpha")])
+    assert ledger.recent.owners == {} and ledger.is_finished(second)
+    flush(ledger, index)
+    assert index.owners == {"alpha": first}
+
+
+async def test_a_snapshot_that_was_not_written_keeps_its_jobs_older_than_the_new_ones() -> None:
+    ledger, index = PartitionLedger(), DictIndex()
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await fold(ledger, index, [requested(first, "alpha"), created(first, "alpha")])
+    ledger.start_flush()
+    # while it is being written, another job of the name and one more finish
+    await fold(ledger, index, [requested(second, "alpha"), created(second, "alpha")])
+    await fold(ledger, index, [requested(third, "beta"), failed(third, "beta")])
+    assert await ledger.owner_of("alpha", index) == first  # the flushing layer answers
+    ledger.end_flush(written=False)
+    assert ledger.flushing is None
+    assert list(ledger.recent.jobs) == [first, second, third]
+    assert ledger.recent.owners == {"alpha": first}
+
+
+async def test_memory_holds_the_unfinished_jobs_and_what_finished_since_the_last_flush() -> None:
+    ledger, index = PartitionLedger(), DictIndex()
+    held = []
+    for round_ in range(20):
+        batch: list[Event] = []
+        for i in range(50):
+            job = uuid.uuid4()
+            batch += [requested(job, f"n-{round_}-{i}"), created(job, f"n-{round_}-{i}")]
+        open_job = uuid.uuid4()
+        batch.append(requested(open_job, f"open-{round_}"))
+        await fold(ledger, index, batch)
+        held.append(len(ledger.recent.jobs) + len(ledger.recent.owners))
+        flush(ledger, index)
+    assert held == [100] * 20  # 50 jobs and 50 owners a round, never the history
+    assert len(ledger.unfinished) == 20 and len(index.jobs) == 1000
