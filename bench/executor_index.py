@@ -67,7 +67,8 @@ async def measure(settings: Settings, sizes: list[int]) -> None:
             ):
                 sql = str(
                     query.compile(
-                        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+                        dialect=postgresql.dialect(),  # type: ignore[no-untyped-call]
+                        compile_kwargs={"literal_binds": True},
                     )
                 )
                 async with engine.connect() as conn:
@@ -90,7 +91,7 @@ def main() -> None:
     tag = uuid.uuid4().hex[:8]
     url = create_database(ensure_postgres(os.environ.get("DATABASE_URL")), f"akave_bench_{tag}")
     try:
-        settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, database_url=url)
         migrate(settings)
         asyncio.run(measure(settings, sorted(args.rows)))
     finally:
