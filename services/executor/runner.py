@@ -16,6 +16,7 @@ acknowledged, so a crash re-runs work instead of losing it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -388,6 +389,17 @@ async def _set_when(event: asyncio.Event, then: asyncio.Event) -> None:
     then.set()
 
 
+def _instance_id(backend: AkaveBackend) -> str | None:
+    """With the `evm` backend, the group member is the key pool (static membership): only the
+    fence holder joins, so the standby that takes the fence over joins as the same member and
+    gets the dead holder's partitions at once, without waiting out its session timeout."""
+    if not isinstance(backend, EvmBackend):
+        return None
+    pool = ",".join(sorted(a.lower() for a in backend.signers))
+    digest = hashlib.sha256(f"{backend.chain_id}:{pool}".encode()).hexdigest()
+    return f"akave-executor-{digest[:16]}"
+
+
 async def _consume(
     settings: Settings, backend: AkaveBackend, stop: asyncio.Event, registry: CollectorRegistry
 ) -> None:
@@ -399,6 +411,7 @@ async def _consume(
         group_id=settings.executor_group_id,
         session_timeout_ms=settings.executor_session_timeout_ms,
         heartbeat_interval_ms=max(1000, settings.executor_session_timeout_ms // 3),
+        group_instance_id=_instance_id(backend),
     )
     try:
         executor = Executor(settings, backend, consumer, appender, registry, store)

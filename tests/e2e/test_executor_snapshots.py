@@ -195,9 +195,15 @@ async def test_sigkills_while_snapshots_are_written_lose_no_job_and_run_none_twi
     evm_stack_factory: Any,
 ) -> None:
     """Snapshots every 0.1 s and every 20 records: each kill, at a random moment, very likely
-    interrupts one being written (an interrupted write's transaction never commits)."""
+    interrupts one being written (an interrupted write's transaction never commits).
+    MAX_ATTEMPTS is 5: an attempt cut short by a crash counts (DESIGN), so with the default 3
+    a job announced three times and killed three times before it signed ends
+    `attempts_exhausted`, by design; this test is about the snapshots."""
     evm: EvmStack = evm_stack_factory(
-        block_time=1.0, executor_snapshot_interval_s=0.1, executor_snapshot_records=20
+        block_time=1.0,
+        executor_snapshot_interval_s=0.1,
+        executor_snapshot_records=20,
+        max_attempts=5,
     )
     stack = evm.stack
     names = [unique_name("snapkill") for _ in range(150)]
@@ -210,7 +216,9 @@ async def test_sigkills_while_snapshots_are_written_lose_no_job_and_run_none_twi
             stack.start("executor", env=JSON_LOGS)
         jobs = await wait_all_terminal(stack, client, ids, timeout=120)
 
-    assert Counter(j["status"] for j in jobs.values()) == {"completed": len(names)}
+    failed = [(j["bucket_name"], j.get("error_code"), j.get("error")) for j in jobs.values()
+              if j["status"] != "completed"]  # fmt: skip
+    assert failed == [], failed[:5]
     logs = evm.create_logs()
     assert [n for n in names if logs[bucket_id(n)] != 1] == []
     assert sum(logs.values()) == len(names)
