@@ -315,7 +315,12 @@ class _Replay:
 
 
 def main(
-    settings: Settings, *, progress_bar: bool, keep_old: bool, workers: int | None = None
+    settings: Settings,
+    *,
+    progress_bar: bool,
+    keep_old: bool,
+    workers: int | None = None,
+    batch_records: int | None = None,
 ) -> int:
     """The `replay` command: 0 when swapped in, 3 when another replay runs, 1 on failure."""
     from shared.lifecycle import run_service
@@ -323,6 +328,11 @@ def main(
     options = ReplayOptions(progress_bar=progress_bar, keep_old=keep_old)
     if workers is not None:
         options.workers = workers
+    if batch_records is not None:
+        if batch_records < 1:
+            log.error("replay refused", extra={"reason": "--batch-records must be at least 1"})
+            return 2
+        options.fetch_records = batch_records
     try:
         run_service(lambda stop: replay(settings, stop, options), restart_on_outage=False)
     except AnotherReplayRunning as exc:
