@@ -1,6 +1,6 @@
 """Replay benchmark: how fast `akave-gateway replay` rebuilds the read model from a big log.
 
-    python -m bench.replay [--events 1000000] [--partitions 6]
+    python -m bench.replay [--events 1000000 ...] [--partitions 6] [--before DIR]
 
 Produces `--events` realistic events (a third as many jobs: requested, processing, then created
 or, for one job in ten, failed; jobs interleaved in waves as a busy gateway writes them) into a
@@ -9,6 +9,11 @@ fresh topic, then measures on that topic, in this run:
 1. a raw aiokafka consume of every record (the ceiling for anything reading this log in Python);
 2. `akave-gateway replay` as a subprocess (what an operator runs), wall time from start to exit,
    and its peak RSS.
+
+With several `--events` the topic grows from one size to the next (only the difference is
+produced) and each size is measured in turn. With `--before DIR` each size is also replayed by
+the code in the source tree DIR (e.g. an export of main), on the same topic in the same run.
+A table of every figure ends the output.
 
 It uses `KAFKA_BOOTSTRAP_SERVERS` when set, otherwise it starts a throwaway local broker, and
 a database of its own on the machine's PostgreSQL (or on `DATABASE_URL`'s server), dropped at
@@ -58,11 +63,12 @@ WAVE = 1000  # jobs in flight at once in the generated log
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def generate(events: int) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) pairs: every job's events in order, jobs interleaved in waves."""
-    jobs = events // 3
-    tick = 0
-    for start in range(0, jobs, WAVE):
+def generate(events: int, first_job: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs: every job's events in order, jobs interleaved in waves; the jobs
+    numbered from `first_job`, so a topic can grow by further calls."""
+    jobs = first_job + events // 3
+    tick = 3 * first_job
+    for start in range(first_job, jobs, WAVE):
         wave = [(uuid.uuid4(), f"bench-{n:08d}") for n in range(start, min(start + WAVE, jobs))]
         steps: list[list[EventData]] = [
             [BucketRequested(job_id=j, bucket_name=n) for j, n in wave],
@@ -87,7 +93,7 @@ def generate(events: int) -> Iterator[tuple[bytes, bytes]]:
                 yield data.bucket_name.encode(), encode(event)
 
 
-async def produce(settings: Settings, events: int) -> float:
+async def produce(settings: Settings, events: int, first_job: int = 0) -> float:
     """Write the generated log with hand-made batches (much faster than one send per record),
     each job's events in order on its name's partition."""
     topic = settings.bucket_events_topic
@@ -104,7 +110,7 @@ async def produce(settings: Settings, events: int) -> float:
         batches = {p: producer.create_batch() for p in range(count)}
         sent = []
         headers = [CONTENT_TYPE_HEADER]
-        for key, value in generate(events):
+        for key, value in generate(events, first_job):
             p = partition_for(key.decode(), count)
             while batches[p].append(key=key, value=value, timestamp=None, headers=headers) is None:
                 sent.append(await producer.send_batch(batches[p], topic, partition=p))
@@ -192,10 +198,13 @@ def _tree_rss_kib(root: int, sched: dict[int, tuple[int, int]] | None = None) ->
     return total
 
 
-def replay(settings: Settings, workers: int | None) -> tuple[float, int, dict[str, object]]:
-    """Run `akave-gateway replay`; (seconds, peak RSS of its process tree in KiB, its
-    `replay finished` line plus its CPU seconds)."""
+def replay(
+    settings: Settings, workers: int | None, tree: Path = REPO
+) -> tuple[float, int, dict[str, object]]:
+    """Run `akave-gateway replay` from the source tree `tree`; (seconds, peak RSS of its
+    process tree in KiB, its `replay finished` line plus its CPU seconds)."""
     env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree)
     for name, value in settings.model_dump(mode="json").items():
         if value is not None and not name.startswith("akave_"):
             env[name.upper()] = str(value)
@@ -212,7 +221,7 @@ def replay(settings: Settings, workers: int | None) -> tuple[float, int, dict[st
                 "--no-progress",
                 *(["--workers", str(workers)] if workers else []),
             ],
-            cwd=REPO,
+            cwd=tree,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -243,11 +252,31 @@ def replay(settings: Settings, workers: int | None) -> tuple[float, int, dict[st
     return seconds, peak, summary
 
 
-async def bench(settings: Settings, events: int, workers: list[int | None]) -> None:
-    events -= events % 3  # whole jobs of three events each
+async def bench(
+    settings: Settings, sizes: list[int], workers: list[int | None], before: Path | None
+) -> None:
     await ensure_topics(settings)
-    produced_in = await produce(settings, events)
-    print(f"produced {events:,} events in {produced_in:.1f} s", flush=True)
+    table: list[str] = []
+    produced = 0
+    for size in sizes:
+        events = size - size % 3  # whole jobs of three events each
+        if events > produced:
+            produced_in = await produce(settings, events - produced, produced // 3)
+            print(f"produced {events - produced:,} events in {produced_in:.1f} s", flush=True)
+            produced = events
+        print(f"== {events:,} events", flush=True)
+        table += await measure(settings, events, workers, before)
+    print()
+    print("| events | code | workers | replay wall | replay ev/s | raw consume ev/s | ratio "
+          "| replay CPU | ev/CPU-s | peak RSS | load |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(table))
+
+
+async def measure(
+    settings: Settings, events: int, workers: list[int | None], before: Path | None
+) -> list[str]:
+    """One raw consume, then each replay, on the topic as it stands; the table's rows."""
     count, raw_s, raw_cpu, raw_waited = await raw_consume(settings)
     assert count == events, f"consumed {count} of {events}"
     raw_rate = count / raw_s
@@ -256,42 +285,63 @@ async def bench(settings: Settings, events: int, workers: list[int | None]) -> N
         f"(CPU {raw_cpu:.2f} s = {count / raw_cpu:,.0f} ev/CPU-s; "
         f"{raw_waited:.2f} s runnable but waiting for a CPU)"
     )
-    for count_workers in workers:
-        replay_s, rss_kib, summary = replay(settings, count_workers)
-        rate = events / replay_s
-        cpu = float(str(summary["cpu_s"]))
-        label = f"replay, {count_workers or 'default'} workers"
-        print(
-            f"{label} (whole command): {replay_s:.2f} s = {rate:,.0f} ev/s "
-            f"(CPU {cpu:.2f} s = {events / cpu:,.0f} ev/CPU-s)"
-        )
-        phases = {
-            k: v
-            for k, v in summary.items()
-            if (k.endswith("_s") and not k.startswith("sched_")) or k == "jobs"
-        }
-        print(f"  phases: {phases}")
-        print(
-            f"  its processes together: {summary['sched_on_cpu_s']} s on a CPU, "
-            f"{summary['sched_waiting_for_cpu_s']} s runnable but waiting for a CPU"
-        )
-        print(
-            f"  ratio replay / raw consume: {rate / raw_rate:.2f} wall, "
-            f"{(events / cpu) / (count / raw_cpu):.2f} CPU"
-        )
-        print(f"  peak RSS (all its processes together): {rss_kib / 1024:.0f} MiB")
+    rows = []
+    trees = [("before", before)] if before is not None else []
+    for code, tree in [*trees, ("after", REPO)]:
+        for count_workers in workers:
+            replay_s, rss_kib, summary = replay(settings, count_workers, tree)
+            rate = events / replay_s
+            cpu = float(str(summary["cpu_s"]))
+            label = f"replay ({code}), {count_workers or 'default'} workers"
+            print(
+                f"{label} (whole command): {replay_s:.2f} s = {rate:,.0f} ev/s "
+                f"(CPU {cpu:.2f} s = {events / cpu:,.0f} ev/CPU-s)"
+            )
+            phases = {
+                k: v
+                for k, v in summary.items()
+                if (k.endswith("_s") and not k.startswith("sched_"))
+                or k in ("jobs", "repeats_dropped", "names_taken")
+            }
+            print(f"  phases: {phases}")
+            print(
+                f"  its processes together: {summary['sched_on_cpu_s']} s on a CPU, "
+                f"{summary['sched_waiting_for_cpu_s']} s runnable but waiting for a CPU"
+            )
+            print(
+                f"  ratio replay / raw consume: {rate / raw_rate:.2f} wall, "
+                f"{(events / cpu) / (count / raw_cpu):.2f} CPU"
+            )
+            print(f"  peak RSS (all its processes together): {rss_kib / 1024:.0f} MiB", flush=True)
+            load = os.getloadavg()[0]
+            rows.append(
+                f"| {events:,} | {code} | {count_workers or 'default'} | {replay_s:.1f} s "
+                f"| {rate:,.0f} | {raw_rate:,.0f} | {rate / raw_rate:.2f} | {cpu:.1f} s "
+                f"| {events / cpu:,.0f} | {rss_kib / 1024:,.0f} MiB | {load:.1f} |"
+            )
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--events",
+        type=int,
+        action="append",
+        help="events in the topic; repeat to grow it and measure at each size (default 1000000)",
+    )
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument(
         "--workers",
         type=int,
         action="append",
         help="replay --workers; repeat to run the replay once per value (default: its default)",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also replay with the code of this source tree (e.g. an export of main)",
     )
     args = parser.parse_args()
 
@@ -316,7 +366,8 @@ def main() -> None:
             topic_partitions=args.partitions,
         )
         migrate(settings)
-        asyncio.run(bench(settings, args.events, args.workers or [None]))
+        sizes = sorted(args.events or [1_000_000])
+        asyncio.run(bench(settings, sizes, args.workers or [None], args.before))
     finally:
         drop_database(url)
         if broker is not None:

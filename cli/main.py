@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="bulk-load processes (default: one per CPU, at most one per partition)",
     )
+    replay.add_argument(
+        "--batch-records",
+        type=int,
+        help="records per fetch in the bulk phase, and so the most finished rows held in "
+        "memory before they are written (default 20000)",
+    )
     commands.add_parser(
         "dev",
         help="local stack: Postgres + Kafka + migrations + api, executor, projector, notifier",
@@ -159,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
                 progress_bar=not args.no_progress,
                 keep_old=args.keep_old,
                 workers=args.workers,
+                batch_records=args.batch_records,
             )
         )
     elif args.command == "dev":

@@ -112,19 +112,7 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
         )
     if isinstance(data, BucketCreated):
         if owner is not None and owner != job.job_id:
-            return JobState(
-                job.job_id,
-                job.bucket_name,
-                JobStatus.FAILED,
-                job.created_at,
-                touched,
-                job.attempts,
-                job.tx_hash,
-                f"bucket {job.bucket_name!r} already belongs to job {owner}",
-                BUCKET_EXISTS,
-                job.completed_at,
-                job.retry_of,
-            )
+            return name_taken(job, owner, touched)
         return JobState(
             job.job_id,
             job.bucket_name,
@@ -153,3 +141,22 @@ def apply(job: JobState | None, event: Event, owner: uuid.UUID | None = None) ->
             job.retry_of,
         )
     return job  # BucketRequested again: the job already exists
+
+
+def name_taken(job: JobState, owner: uuid.UUID, touched: datetime) -> JobState:
+    """`job` after its `BucketCreated` at `touched`, when `owner` already completed a bucket of
+    that name: the job fails with `bucket_exists`. (The replay resolves these after its bulk
+    load, from the state the job had before that event.)"""
+    return JobState(
+        job.job_id,
+        job.bucket_name,
+        JobStatus.FAILED,
+        job.created_at,
+        touched,
+        job.attempts,
+        job.tx_hash,
+        f"bucket {job.bucket_name!r} already belongs to job {owner}",
+        BUCKET_EXISTS,
+        job.completed_at,
+        job.retry_of,
+    )

@@ -23,9 +23,11 @@ from services.projector.replay.rebuild import REPLAY_LOCK
 from services.projector.replay.shadow import SHADOW_SCHEMA
 from shared.db import make_engine
 from shared.dead_letter import CONSUMER, ERROR, ORIGIN_OFFSET, ORIGIN_PARTITION
+from shared.error_codes import BUCKET_EXISTS
 from shared.errors import MalformedEvent, UnknownEventType
 from shared.events import (
     CONTENT_TYPE_HEADER,
+    BucketCreated,
     BucketFailed,
     BucketProcessing,
     BucketRequested,
@@ -309,6 +311,60 @@ async def test_replay_swaps_in_a_rebuild_while_reads_and_new_jobs_go_on(
     assert rebuilt == await fresh_fold(stack, REFUSED)
     old_ids = {r[0] for r in before_rows}
     assert [r for r in rebuilt if r[0] in old_ids] == before_rows
+
+
+async def wait_quiet(stack: Stack, quiet_s: float = 3.0, timeout: float = 90) -> None:
+    """Until the topic has not grown for `quiet_s` (the executor is done with what it read)."""
+    deadline = time.monotonic() + timeout
+    seen = len(await read_events(stack.settings))
+    while True:
+        await asyncio.sleep(quiet_s)
+        now = len(await read_events(stack.settings))
+        if now == seen:
+            return
+        assert time.monotonic() < deadline, "the log kept growing"
+        seen = now
+
+
+async def test_replay_in_tiny_batches_equals_the_live_table_with_repeats_and_taken_names(
+    stack: Stack,
+) -> None:
+    """The bulk phase forgets finished jobs after every 3-record batch: a request repeated
+    after its job failed, late events, and a second creation of a name still come out as the
+    live projector folded them."""
+    owner, loser, repeated = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    name, other = unique_name("contest"), unique_name("repeat")
+    hashes = iter("0x" + f"{i:x}" * 64 for i in range(1, 4))
+    for data in [
+        BucketRequested(job_id=owner, bucket_name=name),
+        BucketRequested(job_id=loser, bucket_name=name),
+        BucketCreated(job_id=owner, bucket_name=name, tx_hash=next(hashes)),
+        BucketCreated(job_id=loser, bucket_name=name, tx_hash=next(hashes)),
+        BucketRequested(job_id=repeated, bucket_name=other),
+        BucketFailed(
+            job_id=repeated, bucket_name=other, error="no", error_code="backend_error", attempts=1
+        ),
+        BucketRequested(job_id=repeated, bucket_name=other),
+        BucketCreated(job_id=repeated, bucket_name=other, tx_hash=next(hashes)),
+        BucketProcessing(job_id=repeated, bucket_name=other, attempt=2),
+    ]:
+        await append(stack, data)
+    await wait_quiet(stack)
+    await wait_projected(stack)
+    live = await table(stack)
+    rows = {r[0]: r for r in live}
+    assert (rows[owner][2], rows[loser][2], rows[loser][5]) == (
+        "completed",
+        "failed",
+        BUCKET_EXISTS,
+    )
+    assert rows[repeated][2] == "failed"
+
+    proc = await start_replay(stack, "--no-progress", "--workers", "1", "--batch-records", "3")
+    code, stderr = await finish(proc)
+    assert code == 0, stderr
+    await wait_projected(stack)
+    assert await table(stack) == live == await fresh_fold(stack, REFUSED)
 
 
 async def test_second_replay_at_the_same_time_is_refused(stack: Stack) -> None:

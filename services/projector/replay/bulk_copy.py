@@ -1,8 +1,9 @@
-"""The bulk phase of a replay: read partitions from offset 0, fold them in memory
-(`bulk_fold.py`), COPY the finished rows into the shadow `bucket_jobs`.
+"""The bulk phase of a replay: read partitions from offset 0, fold them keeping only open jobs
+in memory (`bulk_fold.py`), COPY each batch's finished rows into the staging table as the
+batch ends (`resolve.py` turns it into the shadow `bucket_jobs` once every worker is done).
 
 A replay splits the partitions among worker processes (`Workers`), each with its own
-consumer, fold and COPY stream into the shadow table. Every event about one bucket name is in
+consumer, fold and COPY stream into the staging table. Every event about one bucket name is in
 one partition, so partitions fold independently. With one worker it all runs in the replay's
 own process.
 """
@@ -25,9 +26,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.projector.errors import BulkLoadStopped
-from services.projector.replay.bulk_fold import BulkFold, copy_rows
+from services.projector.replay import resolve
+from services.projector.replay.bulk_fold import OFFSET_BITS, BulkFold
 from services.projector.replay.shadow import SHADOW_SCHEMA
-from shared import job_row
 from shared.consume import (
     ConsumerName,
     ConsumeStats,
@@ -44,6 +45,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 FETCH = {"fetch_max_bytes": 64 * 1024 * 1024, "max_partition_fetch_bytes": 16 * 1024 * 1024}
+# Records per fetch, and so the most finished rows held before they are COPYed.
 FETCH_RECORDS = 20_000
 
 
@@ -65,24 +67,25 @@ def _fold_records(
     """Fold a fetched batch; add the events the fold cannot apply, and why, to `refused`.
     One call per batch, not per record: this loop runs millions of times."""
     add = fold.add
+    base = records[0].partition << OFFSET_BITS if records else 0
     for record, event in batch.read(records):
-        problem = add(event)
+        problem = add(event, base | record.offset)
         if problem is not None:
             refused.append((record, unapplicable(problem)))
 
 
 async def _column_types(conn: AsyncConnection) -> list[int]:
-    """The type oid of each COPY column of the shadow `bucket_jobs`, in COPY order: binary COPY
+    """The type oid of each COPY column of the staging table, in COPY order: binary COPY
     (a fifth of text COPY's CPU, on both sides) needs the exact types."""
     rows = await conn.execute(
         text(
             "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = "
             "to_regclass(:table) AND attnum > 0 AND NOT attisdropped"
         ),
-        {"table": f"{SHADOW_SCHEMA}.bucket_jobs"},
+        {"table": f"{SHADOW_SCHEMA}.{resolve.STAGED}"},
     )
     oids = {name: int(oid) for name, oid in rows}
-    return [oids[column] for column in job_row.COLUMNS]
+    return [oids[column] for column in resolve.staged_columns()]
 
 
 async def load(
@@ -91,8 +94,9 @@ async def load(
     targets: Mapping[int, int],
     advance: Callable[[int], None],
     stopped: Callable[[], bool],
+    fetch_records: int = FETCH_RECORDS,
 ) -> BulkResult:
-    """Fold `partitions` from offset 0 to at least `targets` into the shadow `bucket_jobs`."""
+    """Fold `partitions` from offset 0 to at least `targets` into the staging table."""
     # Millions of small acyclic objects: the cyclic collector's default thresholds would
     # rescan the growing heap over and over for nothing.
     gc.freeze()
@@ -100,7 +104,7 @@ async def load(
     topic = settings.bucket_events_topic
     result = BulkResult(positions={p: 0 for p in partitions})
     fold = BulkFold()
-    columns = ", ".join(job_row.COLUMNS)
+    columns = ", ".join(resolve.staged_columns())
     engine = make_engine(settings, pool_size=1)
     appender = Appender(settings)
     dead_letters = DeadLetters(
@@ -121,14 +125,14 @@ async def load(
             async with (
                 pg.cursor() as cursor,
                 cursor.copy(
-                    f"COPY {SHADOW_SCHEMA}.bucket_jobs ({columns}) FROM STDIN (FORMAT BINARY)"
+                    f"COPY {SHADOW_SCHEMA}.{resolve.STAGED} ({columns}) FROM STDIN (FORMAT BINARY)"
                 ) as copy,
             ):
                 copy.set_types(types)
                 while any(result.positions[p] < targets.get(p, 0) for p in partitions):
                     if stopped():
                         raise BulkLoadStopped()
-                    fetched = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
+                    fetched = await consumer.getmany(timeout_ms=500, max_records=fetch_records)
                     count = 0
                     batch = SortedBatch()
                     refused: list[Refused] = []
@@ -138,14 +142,14 @@ async def load(
                         result.positions[records[-1].partition] = records[-1].offset + 1
                     await dead_letters.park_all(batch.malformed)
                     await dead_letters.park_all(refused)
-                    for row in copy_rows(fold.take_finished()):
+                    for row in fold.take_finished():
                         await copy.write_row(row)
                     result.stats.count(batch, count)
                     advance(count)
-                for row in copy_rows(fold.take_open()):
+                for row in fold.take_open():
                     await copy.write_row(row)
             await conn.commit()
-        result.jobs = fold.jobs
+        result.jobs = fold.rows
         return result
     finally:
         await consumer.stop()
@@ -163,6 +167,7 @@ def _worker(
     done: Synchronized[int],
     results: multiprocessing.Queue[BulkResult],
     parent: int,
+    fetch_records: int,
 ) -> None:
     from shared.log_setup import configure_logging
 
@@ -174,7 +179,14 @@ def _worker(
 
     # A worker whose replay died (SIGKILL) stops at its next batch instead of writing on.
     result = asyncio.run(
-        load(settings, partitions, targets, advance, lambda: os.getppid() != parent)
+        load(
+            settings,
+            partitions,
+            targets,
+            advance,
+            lambda: os.getppid() != parent,
+            fetch_records,
+        )
     )
     results.put(result)
 
@@ -187,6 +199,7 @@ class Workers:
         settings: Settings,
         shares: list[list[int]],
         targets: dict[int, int],
+        fetch_records: int = FETCH_RECORDS,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self.done: Synchronized[int] = context.Value("q", 0)
@@ -194,7 +207,15 @@ class Workers:
         self._procs: list[BaseProcess] = [
             context.Process(
                 target=_worker,
-                args=(settings, share, targets, self.done, self._results, os.getpid()),
+                args=(
+                    settings,
+                    share,
+                    targets,
+                    self.done,
+                    self._results,
+                    os.getpid(),
+                    fetch_records,
+                ),
                 name=f"replay-bulk-{i}",
                 daemon=True,
             )

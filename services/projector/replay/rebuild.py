@@ -3,8 +3,10 @@
 1. Take a session-level advisory lock, so only one replay runs (a second one is refused).
 2. Create empty shadow tables (`shadow.py`), throwing away what an interrupted replay left.
 3. Bulk phase (`bulk_copy.py`): read every partition from offset 0 to the end offset it had at
-   the start, fold in memory (`bulk_fold.py`), COPY finished rows; then write the shadow
-   checkpoints and build the keys and indexes.
+   the start, fold keeping only open jobs in memory (`bulk_fold.py`), COPY finished rows into
+   a staging table as they finish; then resolve repeated requests and name owners in SQL
+   (`resolve.py`) into the shadow `bucket_jobs`, write the shadow checkpoints and build the
+   keys and indexes.
 4. Catch-up phase: project further batches into the shadow tables with the projector's own
    `project` until the shadow checkpoints reach the live projector's.
 5. Swap, in one transaction: take the projection lock (the live projector takes it for each
@@ -34,7 +36,7 @@ from services.projector import store
 from services.projector.batch import BatchOutcome
 from services.projector.errors import AnotherReplayRunning, ReplayInterrupted
 from services.projector.projection import BATCH_RECORDS, project
-from services.projector.replay import bulk_copy, shadow
+from services.projector.replay import bulk_copy, resolve, shadow
 from services.projector.replay.progress import Progress
 from shared.consume import ConsumerName, ConsumeStats, DeadLetters, Record
 from shared.db import make_engine, make_sessionmaker
@@ -56,12 +58,14 @@ class ReplayOptions:
     progress_bar: bool = True
     keep_old: bool = False
     workers: int = field(default_factory=bulk_copy.default_workers)
+    fetch_records: int = bulk_copy.FETCH_RECORDS  # records per fetch; small in tests
 
 
 @dataclass
 class _Stats:
     consume: ConsumeStats = field(default_factory=ConsumeStats)
     jobs: int = 0
+    resolved: resolve.Resolved = field(default_factory=resolve.Resolved)
     phases: dict[str, float] = field(default_factory=dict)
 
 
@@ -115,6 +119,7 @@ class _Replay:
             async with self.engine.connect() as conn:
                 live = await shadow.live_schema(conn)
                 await shadow.create(conn, live)
+                await resolve.create_staging(conn, shadow.SHADOW_SCHEMA)
                 await conn.commit()
             partitions = [
                 TopicPartition(self.topic, p)
@@ -125,6 +130,7 @@ class _Replay:
             targets = {tp.partition: end for tp, end in ends.items()}
             with Progress(sum(targets.values()), bar=self.options.progress_bar) as progress:
                 await self._timed("bulk", self._bulk(targets, progress))
+                await self._timed("resolve", self._resolve())
                 await self._timed("indexes", self._indexes(live))
                 old = await self._timed("swap", self._catch_up_and_swap(live, progress))
                 progress.log("replay progress")
@@ -139,6 +145,8 @@ class _Replay:
             extra={
                 **self.stats.consume.as_dict(),
                 "jobs": self.stats.jobs,
+                "repeats_dropped": self.stats.resolved.repeats,
+                "names_taken": self.stats.resolved.names_taken,
                 "old_tables": old or "dropped",
                 "seconds": round(time.monotonic() - started, 3),
                 **{f"{k}_s": round(v, 3) for k, v in self.stats.phases.items()},
@@ -170,13 +178,17 @@ class _Replay:
         groups = bulk_copy.shares(partitions, self.options.workers)
         if len(groups) == 1:
             result = await bulk_copy.load(
-                self.settings, partitions, targets, progress.advance, self.stop.is_set
+                self.settings,
+                partitions,
+                targets,
+                progress.advance,
+                self.stop.is_set,
+                self.options.fetch_records,
             )
         else:
             result = await self._bulk_in_workers(groups, targets, progress)
         self.positions = result.positions
         self.stats.consume.add(result.stats)
-        self.stats.jobs = result.jobs
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
@@ -196,7 +208,7 @@ class _Replay:
         targets: dict[int, int],
         progress: Progress,
     ) -> bulk_copy.BulkResult:
-        workers = bulk_copy.Workers(self.settings, groups, targets)
+        workers = bulk_copy.Workers(self.settings, groups, targets, self.options.fetch_records)
         workers.start()
         try:
             seen = 0
@@ -212,6 +224,14 @@ class _Replay:
         except BaseException:
             workers.kill()
             raise
+
+    async def _resolve(self) -> None:
+        log.info("bulk load done; resolving repeated requests and name owners")
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SET statement_timeout = 0"))
+            self.stats.resolved = await resolve.resolve(conn, shadow.SHADOW_SCHEMA)
+            await conn.commit()
+        self.stats.jobs = self.stats.resolved.rows
 
     async def _indexes(self, live: str) -> None:
         async with self.engine.connect() as conn:
@@ -295,7 +315,12 @@ class _Replay:
 
 
 def main(
-    settings: Settings, *, progress_bar: bool, keep_old: bool, workers: int | None = None
+    settings: Settings,
+    *,
+    progress_bar: bool,
+    keep_old: bool,
+    workers: int | None = None,
+    batch_records: int | None = None,
 ) -> int:
     """The `replay` command: 0 when swapped in, 3 when another replay runs, 1 on failure."""
     from shared.lifecycle import run_service
@@ -303,6 +328,11 @@ def main(
     options = ReplayOptions(progress_bar=progress_bar, keep_old=keep_old)
     if workers is not None:
         options.workers = workers
+    if batch_records is not None:
+        if batch_records < 1:
+            log.error("replay refused", extra={"reason": "--batch-records must be at least 1"})
+            return 2
+        options.fetch_records = batch_records
     try:
         run_service(lambda stop: replay(settings, stop, options), restart_on_outage=False)
     except AnotherReplayRunning as exc:
