@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import Select, delete, select, text
+from sqlalchemy import Select, TextClause, delete, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +32,7 @@ from shared.models import ExecutorFinishedJob, ExecutorOwner, ExecutorSnapshot
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 UNAVAILABLE = (SQLAlchemyError, DBAPIError, OSError, TimeoutError)
+DROP_CHUNK = 50_000
 
 
 @dataclass(frozen=True)
@@ -135,17 +136,32 @@ class SnapshotStore:
         return True
 
     async def drop(self, partition: int | None = None) -> None:
-        """Delete the snapshots (one partition's, or the topic's) with their index rows."""
+        """Delete the snapshots (one partition's, or the topic's), then their index rows in
+        chunks of `DROP_CHUNK` (an index of millions of rows must not run into the statement
+        timeout). The snapshot goes first: rows without one are never read as a snapshot's."""
 
-        async def remove() -> None:
+        async def remove_snapshots() -> None:
             async with self._engine.begin() as conn:
-                for table in (ExecutorSnapshot, ExecutorFinishedJob, ExecutorOwner):
-                    query = delete(table).where(table.topic == self.topic)
-                    if partition is not None:
-                        query = query.where(table.partition == partition)
-                    await conn.execute(query)
+                query = delete(ExecutorSnapshot).where(ExecutorSnapshot.topic == self.topic)
+                if partition is not None:
+                    query = query.where(ExecutorSnapshot.partition == partition)
+                await conn.execute(query)
 
-        await self._until_answered("drop a snapshot", remove)
+        await self._until_answered("drop a snapshot", remove_snapshots)
+        for table in ("executor_finished", "executor_owners"):
+            where = "topic = :topic" + ("" if partition is None else " AND partition = :p")
+            chunk = text(
+                f"DELETE FROM {table} WHERE ctid IN "  # the table names are ours
+                f"(SELECT ctid FROM {table} WHERE {where} LIMIT {DROP_CHUNK})"
+            )
+
+            async def remove_chunk(chunk: TextClause = chunk) -> int:
+                async with self._engine.begin() as conn:
+                    result = await conn.execute(chunk, {"topic": self.topic, "p": partition})
+                    return int(result.rowcount)
+
+            while await self._until_answered("drop a snapshot's index", remove_chunk) >= DROP_CHUNK:
+                pass
 
     def finished_query(self, job_ids: Collection[uuid.UUID]) -> Select[uuid.UUID]:
         """Primary-key lookups (topic, job_id): O(log n) in the index's size."""

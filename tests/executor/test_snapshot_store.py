@@ -96,6 +96,18 @@ async def test_the_first_owner_written_keeps_the_name(store: SnapshotStore) -> N
     assert await store.owners_of(["n"]) == {"n": first}
 
 
+async def test_drop_deletes_an_index_larger_than_its_chunk(
+    engine: AsyncEngine, store: SnapshotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.executor.snapshot_store.DROP_CHUNK", 7)
+    jobs = {uuid.uuid4(): f"n{i}" for i in range(30)}
+    owners = {name: job for job, name in jobs.items()}
+    await store.save(0, 5, encode(PartitionLedger(), 5), Finished(jobs, owners))
+    await store.drop(0)
+    assert await count(engine, "executor_finished", store.topic) == 0
+    assert await count(engine, "executor_owners", store.topic) == 0
+
+
 async def test_drop_removes_one_partitions_snapshot_and_index_rows_only(
     engine: AsyncEngine, store: SnapshotStore
 ) -> None:
