@@ -97,9 +97,13 @@ def _metrics_shared_by_workers(workers: int) -> Iterator[None]:
 
 
 def _topics(settings: Settings) -> None:
-    from shared.kafka import ensure_topics
+    """Refuses (exit 1, with the reason) an event topic whose partition count is not
+    TOPIC_PARTITIONS: the gateway never grows a topic."""
+    from shared.kafka import ensure_topics, partition_count_problem
 
-    asyncio.run(ensure_topics(settings))
+    problem = partition_count_problem(settings, asyncio.run(ensure_topics(settings)))
+    if problem is not None:
+        raise SystemExit(f"refusing: {problem}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "enable_idempotence": True,
         "linger_ms": 0,
         "request_timeout_ms": int(settings.append_timeout_s * 1000) + 2000,
+        "metadata_max_age_ms": _metadata_max_age_ms(settings),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -39,13 +40,21 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafk
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
+        # a group's leader that sees new partitions in it rebalances the group
+        "metadata_max_age_ms": _metadata_max_age_ms(settings),
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create the event topic (infinite retention: it is the system of record) and its DLQ."""
+def _metadata_max_age_ms(settings: Settings) -> int:
+    return int(settings.kafka_metadata_refresh_s * 1000)
+
+
+async def ensure_topics(settings: Settings) -> int:
+    """Create the event topic (infinite retention: it is the system of record) and its DLQ;
+    never change an existing one. The event topic's partition count, logged as an error when
+    it is not TOPIC_PARTITIONS (`partition_count_problem`)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
@@ -59,13 +68,48 @@ async def ensure_topics(settings: Settings) -> None:
             for name in (settings.bucket_events_topic, settings.dead_letter_topic)
         ]
         response = await admin.create_topics(wanted)
+        for name, code, *rest in response.topic_errors:
+            if code == 0:
+                log.info("created topic", extra={"topic": name})
+            elif code != TopicAlreadyExistsError.errno:
+                raise for_code(code)(f"cannot create topic {name}: {rest[0] if rest else code}")
+        found = await _partition_count(admin, settings.bucket_events_topic)
     finally:
         await admin.close()
-    for name, code, *rest in response.topic_errors:
-        if code == 0:
-            log.info("created topic", extra={"topic": name})
-        elif code != TopicAlreadyExistsError.errno:
-            raise for_code(code)(f"cannot create topic {name}: {rest[0] if rest else code}")
+    problem = partition_count_problem(settings, found)
+    if problem is not None:
+        log.error(problem, extra={"topic": settings.bucket_events_topic, "partitions": found})
+    return found
+
+
+async def _partition_count(admin: AIOKafkaAdminClient, topic: str) -> int:
+    for described in await admin.describe_topics([topic]):
+        if described["topic"] == topic and described["error_code"] == 0:
+            return len(described["partitions"])
+        if described["topic"] == topic:
+            code = described["error_code"]
+            raise for_code(code)(f"cannot describe topic {topic}: error {code}")
+    raise KafkaError(f"topic {topic} was not described")
+
+
+def partition_count_problem(settings: Settings, found: int) -> str | None:
+    """Why `found` partitions on the event topic is wrong, or None when it is TOPIC_PARTITIONS.
+
+    Records are placed by murmur2(bucket name) mod the partition count, so another count
+    moves names to other partitions: a name's new events land behind its old ones elsewhere,
+    and per-name order and the executor's per-partition ownership check no longer hold."""
+    wanted = settings.topic_partitions
+    if found == wanted:
+        return None
+    return (
+        f"topic {settings.bucket_events_topic!r} has {found} partitions but TOPIC_PARTITIONS is "
+        f"{wanted}. The gateway never changes an existing topic's partition count: records are "
+        "placed by the bucket name's hash modulo the count, so a changed count moves names to "
+        "other partitions and breaks per-name order and the executor's ownership check. For "
+        "more partitions, create a new topic and copy the log into it, re-keyed in log order "
+        '(docs/operations.md, "More partitions"); if the topic is as intended, set '
+        f"TOPIC_PARTITIONS={found}."
+    )
 
 
 class Appender:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "akave.bucket-events.dlq"
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
+    # How often every client re-reads the topic's metadata: new partitions are consumed (the
+    # executors' group rebalances; the projector assigns them) within about this long.
+    kafka_metadata_refresh_s: float = Field(default=30.0, gt=0)
 
     # API
     api_host: str = "127.0.0.1"
