@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Mapping
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
@@ -49,6 +49,36 @@ def refuse_if_ahead(topic: str, positions: Mapping[int, int], ends: Mapping[int,
         )
 
 
+async def follow_new_partitions(
+    consumer: AIOKafkaConsumer,
+    appender: Appender,
+    topic: str,
+    assigned: list[TopicPartition],
+    positions: Mapping[int, int],
+) -> list[TopicPartition]:
+    """The topic's partitions now: one added since (docs/operations.md, "More partitions") is
+    assigned too, from its checkpoint (0 when none); the others stay where they are. Called
+    between batches, so every assigned partition's position is its checkpoint."""
+    try:
+        found = await appender.partitions_for(topic)
+    except (KafkaError, OSError) as exc:
+        log.warning("cannot read the topic's partitions; will retry", extra={"error": str(exc)})
+        return assigned
+    new = sorted(set(found) - {tp.partition for tp in assigned})
+    if not new:
+        return assigned
+    log.error(
+        "the topic gained partitions; consuming them (names may have moved partitions: "
+        'see docs/operations.md, "More partitions")',
+        extra={"topic": topic, "new_partitions": new},
+    )
+    partitions = [TopicPartition(topic, p) for p in sorted(found)]
+    consumer.assign(partitions)
+    for tp in partitions:
+        consumer.seek(tp, positions.get(tp.partition, 0))
+    return partitions
+
+
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Project until `stop` is set."""
     topic = settings.bucket_events_topic
@@ -81,7 +111,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         )
         applied = 0
         started = time.monotonic()
+        refresh_at = started + settings.kafka_metadata_refresh_s
         while not stop.is_set():
+            if time.monotonic() >= refresh_at:
+                refresh_at = time.monotonic() + settings.kafka_metadata_refresh_s
+                partitions = await follow_new_partitions(
+                    consumer, appender, topic, partitions, positions
+                )
             fetched = await consumer.getmany(timeout_ms=200, max_records=BATCH_RECORDS)
             records = [r for batch in fetched.values() for r in batch]
             watch.positions(positions, {tp.partition: consumer.highwater(tp) for tp in partitions})

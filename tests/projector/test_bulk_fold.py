@@ -290,5 +290,8 @@ def _peak_bytes(jobs: int) -> int:
 
 
 def test_the_folds_memory_does_not_grow_with_the_log() -> None:
+    """Ten times the jobs, about the same peak. The allowance of 64 KiB is allocator noise
+    (one CI run traced 12 KB and 35 KB); a fold that kept every finished job traces about
+    690 KB for the larger log, so it still fails."""
     small, large = _peak_bytes(1_000), _peak_bytes(10_000)
-    assert large < 1.5 * small, (small, large)
+    assert large < 1.5 * small + 64 * 1024, (small, large)
