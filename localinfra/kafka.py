@@ -6,7 +6,8 @@ broker is a plain `java ... kafka.Kafka server.properties` process. Kafka 3.9 ra
 because it still accepts every old protocol version, which suits aiokafka best.
 
 Each named broker keeps its files in `.local/kafka/<name>/` (config, data, log, pid), so a
-dev broker and test brokers can run side by side on different ports.
+dev broker and test brokers can run side by side on different ports. A broker is a cluster of
+one by default; `localinfra.kafka_cluster` runs three of them as one cluster.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ class LocalKafka(LocalServer):
     of the same name that an earlier process left running (the dev `up` command) instead of
     restarting it. `pid` is the broker JVM's, whether this object or an earlier process
     started it.
+
+    Alone it is a cluster of one (node 1, its own controller). As node `node_id` of a larger
+    cluster it is given the controller `quorum` (`id@host:port,...`), the `cluster_id` every
+    node's storage is formatted with, and the cluster's `replicas`: the replication factor
+    of the internal topics and of topics created without one. The broker's default
+    min.insync.replicas stays Kafka's (1): the gateway sets it on the topics it creates
+    (TOPIC_MIN_INSYNC_REPLICAS), and a test proves that it does.
     """
 
     stop_timeout = 30
@@ -69,11 +77,19 @@ class LocalKafka(LocalServer):
         controller_port: int = 9093,
         fresh: bool = False,
         reuse: bool = False,
+        node_id: int = 1,
+        quorum: str | None = None,
+        cluster_id: str | None = None,
+        replicas: int = 1,
     ) -> None:
         self.root = Path(root).resolve()
         self.name = name
         self.port = port
         self.controller_port = controller_port
+        self.node_id = node_id
+        self.quorum = quorum or f"{node_id}@{HOST}:{controller_port}"
+        self.cluster_id = cluster_id
+        self.replicas = replicas
         self.fresh = fresh
         self.reuse = reuse
         self.cache_dir = self.root / ".local" / "kafka"
@@ -134,8 +150,9 @@ class LocalKafka(LocalServer):
     def start(self, timeout: float = 90) -> None:
         """Start the broker (formatting its storage the first time) and wait until it serves.
 
-        Ready means a Metadata request answered with our broker in it: the broker has joined
-        its own controller quorum and is unfenced, so topics can be created right away.
+        Ready means a Metadata request answered with this broker in it: the broker has joined
+        the controller quorum and is unfenced, so topics can be created right away. A node of
+        a cluster is ready only once a quorum of the controllers runs: start them together.
         """
         deadline = time.monotonic() + timeout
         pid = self.pid
@@ -201,15 +218,17 @@ class LocalKafka(LocalServer):
     def _server_properties(self) -> str:
         """Written on every start, so changed ports apply to existing data too.
 
-        Kafka's defaults (replication factor 3, min ISR 2, 3 s initial rebalance delay) break
-        or slow a single node; 50 offsets partitions only slow the first consumer group.
-        After a SIGKILL the restarted controller refuses the broker's new registration until
-        the old one's session expires (default 9 s), hence the shorter session timeout.
+        The internal topics' replication follows `replicas` (Kafka's default of 3 breaks a
+        single node); the 3 s initial rebalance delay only slows tests; 50 offsets
+        partitions only slow the first consumer group. After a SIGKILL the controller refuses
+        the broker's new registration until the old one's session expires (default 9 s), and
+        a dead leader's partitions move only then, hence the shorter session timeout.
         """
+        min_isr = min(2, self.replicas)
         return f"""\
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@{HOST}:{self.controller_port}
+node.id={self.node_id}
+controller.quorum.voters={self.quorum}
 listeners=PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}
 advertised.listeners=PLAINTEXT://{HOST}:{self.port}
 inter.broker.listener.name=PLAINTEXT
@@ -218,10 +237,11 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={self.data_dir}
 num.partitions=3
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+default.replication.factor={self.replicas}
+offsets.topic.replication.factor={self.replicas}
 offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={self.replicas}
+transaction.state.log.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
 broker.heartbeat.interval.ms=500
 broker.session.timeout.ms=4000
@@ -229,7 +249,8 @@ broker.session.timeout.ms=4000
 
     def _format(self) -> None:
         cmd = [*self._java_cmd(), "kafka.tools.StorageTool", "format",
-               "-t", _cluster_id(), "-c", str(self.properties_file)]  # fmt: skip
+               "-t", self.cluster_id or new_cluster_id(),
+               "-c", str(self.properties_file)]  # fmt: skip
         result = subprocess.run(cmd, cwd=self.dir, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             output = (result.stdout + result.stderr)[-4000:]
@@ -243,7 +264,7 @@ broker.session.timeout.ms=4000
                     f"Kafka broker {self.name!r} exited during startup (code {code}); "
                     f"log {self.log_file}:\n{self.log_tail()}"
                 )
-            if _broker_count(HOST, self.port) > 0:
+            if self.node_id in live_brokers(HOST, self.port):
                 return
             if time.monotonic() > deadline:
                 raise KafkaError(
@@ -261,7 +282,7 @@ broker.session.timeout.ms=4000
         return b"kafka.Kafka" in args and os.fsencode(self.properties_file) in args
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     """What `StorageTool random-uuid` prints, without starting a JVM for it."""
     while True:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -269,13 +290,14 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def _broker_count(host: str, port: int, timeout: float = 2.0) -> int:
-    """Number of live brokers in a Metadata v1 answer; 0 when the broker cannot answer yet.
+def live_brokers(host: str, port: int, timeout: float = 2.0) -> set[int]:
+    """Node ids of the live brokers in a Metadata v1 answer; empty when it cannot answer yet.
 
     Hand-built so that readiness needs no Kafka client: size-prefixed request header v1
     (api_key 3 = Metadata, version 1, correlation id, client id) and an empty topic array.
-    The answer starts with the correlation id and the broker array's length. A broker that
-    is still fenced lists no brokers.
+    The answer starts with the correlation id and the broker array: node id (int32), host
+    (int16-sized string), port (int32), rack (nullable int16-sized string). Brokers that are
+    fenced are not listed.
     """
     client_id = b"localinfra"
     request = struct.pack(">hhih", 3, 1, 7, len(client_id)) + client_id + struct.pack(">i", 0)
@@ -284,12 +306,20 @@ def _broker_count(host: str, port: int, timeout: float = 2.0) -> int:
             sock.sendall(struct.pack(">i", len(request)) + request)
             (size,) = struct.unpack(">i", _recv_exact(sock, 4))
             response = _recv_exact(sock, size)
-    except OSError:
-        return 0
-    if len(response) < 8:
-        return 0
-    correlation_id, brokers = struct.unpack_from(">ii", response)
-    return brokers if correlation_id == 7 else 0
+        correlation_id, count = struct.unpack_from(">ii", response)
+        if correlation_id != 7:
+            return set()
+        nodes, at = set(), 8
+        for _ in range(count):
+            (node_id,) = struct.unpack_from(">i", response, at)
+            (host_len,) = struct.unpack_from(">h", response, at + 4)
+            at += 4 + 2 + host_len + 4
+            (rack_len,) = struct.unpack_from(">h", response, at)
+            at += 2 + max(rack_len, 0)
+            nodes.add(node_id)
+        return nodes
+    except (OSError, struct.error):
+        return set()
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:

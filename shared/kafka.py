@@ -52,9 +52,10 @@ def _metadata_max_age_ms(settings: Settings) -> int:
 
 
 async def ensure_topics(settings: Settings) -> int:
-    """Create the event topic (infinite retention: it is the system of record) and its DLQ;
-    never change an existing one. The event topic's partition count, logged as an error when
-    it is not TOPIC_PARTITIONS (`partition_count_problem`)."""
+    """Create the event topic (infinite retention: it is the system of record) and its DLQ,
+    with TOPIC_REPLICATION_FACTOR replicas and `min_insync_replicas` of them acknowledging
+    each write; never change an existing one. The event topic's partition count, logged as
+    an error when it is not TOPIC_PARTITIONS (`partition_count_problem`)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
@@ -63,7 +64,10 @@ async def ensure_topics(settings: Settings) -> int:
                 name=name,
                 num_partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"retention.ms": "-1"},
+                topic_configs={
+                    "retention.ms": "-1",
+                    "min.insync.replicas": str(settings.min_insync_replicas),
+                },
             )
             for name in (settings.bucket_events_topic, settings.dead_letter_topic)
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.secret_files import read_secret_file
@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "akave.bucket-events.dlq"
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
+    # min.insync.replicas of the topics the gateway creates; unset: min(2, replication factor),
+    # so with 3 replicas an acknowledged write (acks=all) is on two brokers
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1)
     # How often every client re-reads the topic's metadata: new partitions are consumed (the
     # executors' group rebalances; the projector assigns them) within about this long.
     kafka_metadata_refresh_s: float = Field(default=30.0, gt=0)
@@ -165,6 +168,24 @@ class Settings(BaseSettings):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
+
+    @model_validator(mode="after")
+    def _min_insync_within_replicas(self) -> Settings:
+        """More in-sync replicas than replicas would refuse every write."""
+        if self.min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                f"TOPIC_MIN_INSYNC_REPLICAS ({self.topic_min_insync_replicas}) exceeds "
+                f"TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}): every write "
+                "would be refused"
+            )
+        return self
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """TOPIC_MIN_INSYNC_REPLICAS, or min(2, TOPIC_REPLICATION_FACTOR) when unset."""
+        if self.topic_min_insync_replicas is not None:
+            return self.topic_min_insync_replicas
+        return min(2, self.topic_replication_factor)
 
     def private_key(self) -> str | None:
         """The signing key, from AKAVE_PRIVATE_KEY or the file AKAVE_PRIVATE_KEY_FILE names.
