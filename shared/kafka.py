@@ -150,20 +150,27 @@ class Appender:
         value: bytes | None,
         key: bytes | None,
         headers: Sequence[tuple[str, bytes]] = (),
+        partition: int | None = None,
     ) -> tuple[int, int]:
-        """Write one record and wait for the broker's acknowledgement: (partition, offset)."""
+        """Write one record and wait for the broker's acknowledgement: (partition, offset).
+        Into `partition` if given, else where the key's hash puts it."""
         producer = await self._ready()
         try:
-            meta = await producer.send_and_wait(topic, value, key=key, headers=list(headers))
+            meta = await producer.send_and_wait(
+                topic, value, key=key, headers=list(headers), partition=partition
+            )
         except (KafkaError, OSError):
             await self._replace(producer)
             raise
         return meta.partition, meta.offset
 
-    async def append(self, topic: str, event: Event) -> tuple[int, int]:
-        """Write one event; inside a span its record carries the span's `traceparent`."""
+    async def append(
+        self, topic: str, event: Event, partition: int | None = None
+    ) -> tuple[int, int]:
+        """Write one event, keyed by its bucket name (into `partition` if given); inside a span
+        its record carries the span's `traceparent`."""
         headers = [CONTENT_TYPE_HEADER, *record_headers()]
-        return await self.send(topic, encode(event), record_key(event), headers)
+        return await self.send(topic, encode(event), record_key(event), headers, partition)
 
     async def partitions_for(self, topic: str) -> list[int]:
         producer = await self._ready()

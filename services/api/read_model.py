@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import Select, func, literal, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.api.coalesce import Coalescer
@@ -50,7 +50,7 @@ class ReadModel:
     @bounded
     async def job(self, job_id: uuid.UUID, held: AsyncSession | None = None) -> Job | None:
         async with self._session(held) as session:
-            row = await session.get(BucketJob, job_id)
+            row = await session.scalar(job_query(job_id))
             return None if row is None else _job(row)
 
     @bounded
@@ -218,11 +218,26 @@ def _encode_cursor(row: BucketJob) -> str:
     return encode_cursor(row.completed_at or row.updated_at, row.id)
 
 
-async def _owners_in(session: AsyncSession, names: Collection[str]) -> dict[str, Job]:
-    rows = await session.scalars(
-        select(BucketJob).where(
-            BucketJob.bucket_name.in_(names),
-            BucketJob.status == JobStatus.COMPLETED.value,
-        )
+def job_query(job_id: uuid.UUID) -> Select[BucketJob]:
+    """One job by id, from the primary key: read-your-writes, Idempotency-Key and retry reads."""
+    return select(BucketJob).where(BucketJob.id == job_id)
+
+
+def owners_query(names: Collection[str]) -> Select[BucketJob]:
+    """The completed job of each of `names`: the 409 check (a batch of up to the Coalescer's
+    `max_batch` names under load), one entry per name of the unique index of completed names.
+
+    The status is part of the SQL text, never a parameter: the driver prepares a statement
+    after a few uses and Postgres then runs its generic plan, which can use a partial index
+    only when the query states the index's predicate literally. With a bound status the
+    generic plan reads every job of the name, or the status index's every completed job
+    (docs/decisions.md, "The 409 check and generic plans")."""
+    return select(BucketJob).where(
+        BucketJob.bucket_name.in_(list(names)),
+        BucketJob.status == literal(JobStatus.COMPLETED.value, literal_execute=True),
     )
+
+
+async def _owners_in(session: AsyncSession, names: Collection[str]) -> dict[str, Job]:
+    rows = await session.scalars(owners_query(names))
     return {row.bucket_name: _job(row) for row in rows}

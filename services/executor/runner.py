@@ -286,12 +286,16 @@ class Executor(ConsumerRebalanceListener):  # type: ignore[misc]
         part.jobs.add(self._scheduler.submit(job.bucket_name, work, done))
 
     async def _emit(self, part: _Partition, data: EventData) -> None:
-        """Append until the broker acknowledges: the chain work is done and must be recorded."""
+        """Append until the broker acknowledges: the chain work is done and must be recorded.
+
+        Into the partition of the job's request, not where the name's hash puts it now: the
+        two differ once partitions were added to the topic, and a job's events must stay in
+        the one partition whose ledger folds the job, in order (docs/events.md, "Order")."""
         event = new_event(data, SOURCE)
         delay = 0.2
         while True:
             try:
-                await self._appender.append(self._topic, event)
+                await self._appender.append(self._topic, event, part.tp.partition)
                 break
             except (KafkaError, OSError) as exc:
                 log.warning(
