@@ -39,7 +39,7 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/pytest
 
-# The fault suite's full run on a 2 s-block anvil (about 25 minutes, 8 scenarios); e.g. CHAOS_ARGS="--jobs 200 --scenarios poison"
+# The fault suite's full run on a 2 s-block anvil (about 30 minutes, 10 scenarios, two of them on three brokers); e.g. CHAOS_ARGS="--jobs 200 --scenarios poison"
 chaos: install
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
 

@@ -1,5 +1,5 @@
 """The faults, each injected once mid-load: kill a service, stop a dependency, cut the chain
-RPC, poison the topic.
+RPC, poison the topic, kill or stop brokers of a three-broker cluster.
 
 A fault returns its `Window`: when the harm began and when the repair was done (the service
 or dependency back), which the checks use to judge the API's answers and time the recovery.
@@ -8,17 +8,24 @@ or dependency back), which the checks use to judge the API's answers and time th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
 from localinfra.anvil import LocalAnvil
 from localinfra.kafka import LocalKafka
+from localinfra.kafka_cluster import LocalKafkaCluster
 from localinfra.postgres import PrivatePostgres
-from shared.kafka import Appender
+from shared.kafka import Appender, make_consumer
 from shared.settings import Settings
 from tests.support.stack import Stack
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.topic_layout import Layout, layout
+from tests.support.topic_offsets import end_offsets
 
 KILL_PAUSE_S = 2.0  # a killed service stays dead this long before its restart
 # An executor is killed once this many of our transactions wait in the chain's mempool (sent,
@@ -42,6 +49,10 @@ UNKNOWN_TYPE = (
 )
 UNREADABLE = (BAD_JSON, WRONG_VERSION)
 
+# A killed broker's partitions get a new leader once the controller fences it (the brokers'
+# session timeout, 4 s in localinfra): waiting for that is bounded by this.
+LEADER_MOVE_WAIT_S = 30.0
+
 
 @dataclass(frozen=True)
 class Window:
@@ -51,6 +62,16 @@ class Window:
     poison_offsets: tuple[tuple[int, int], ...] = ()  # (partition, offset) of unreadable ones
     killed: str | None = None  # the service killed
     in_flight_at_kill: int | None = None  # our transactions in the mempool at an executor kill
+    layout: Layout | None = None  # the event topic on the cluster when the fault struck
+    brokers_down: tuple[int, ...] = ()  # the cluster's brokers the fault killed or stopped
+    busiest: int | None = None  # the event topic's partition with the most records
+    leader_after: int | None = None  # the busiest partition's leader once it moved, if it did
+    degraded_at: float | None = None  # from then on fewer brokers ran than writes need
+    in_sync_after: tuple[int, ...] = ()  # the busiest partition's in-sync replicas at the end
+    # the event topic's end offsets as the lone broker told them when it became the only one,
+    # and again just before the others were started (a partition None: no leader answered)
+    ends_degraded: dict[int, int | None] | None = None
+    ends_before_repair: dict[int, int | None] | None = None
 
 
 @dataclass
@@ -59,6 +80,7 @@ class Target:
 
     stack: Stack
     kafka: LocalKafka
+    cluster: LocalKafkaCluster | None  # for the scenarios that run on three brokers
     postgres: PrivatePostgres
     chain: LocalAnvil  # the suite's own view of the chain, never through the proxy
     proxy: TcpProxy | None  # between the services and the chain, for the scenarios that cut it
@@ -169,3 +191,120 @@ async def inject_poison(target: Target) -> Window:
     finally:
         await appender.stop()
     return Window(began, time.monotonic(), poison_offsets=tuple(unreadable))
+
+
+async def _busiest_partition(target: Target) -> tuple[int, Layout]:
+    """The event topic's partition holding the most records, and the topic's layout now."""
+    ends = await end_offsets(target.settings)
+    busiest = max(sorted(ends), key=lambda p: ends[p])
+    return busiest, await layout(target.settings)
+
+
+def _cluster(target: Target) -> LocalKafkaCluster:
+    assert target.cluster is not None, "the scenario must run on the three-broker cluster"
+    return target.cluster
+
+
+async def kill_busiest_leader(target: Target) -> Window:
+    """SIGKILL the broker leading the event topic's busiest partition; once another in-sync
+    replica leads it (or LEADER_MOVE_WAIT_S passed) and the outage length is over, start the
+    broker again on its data and wait until it is back in that partition's in-sync set."""
+    cluster = _cluster(target)
+    busiest, before = await _busiest_partition(target)
+    leader = before.leader_of(busiest)
+    began = time.monotonic()
+    await asyncio.to_thread(cluster.node(leader).kill)
+    moved = await _leader_moved(target, busiest, leader)
+    await asyncio.sleep(max(0.0, began + target.outage_s - time.monotonic()))
+    await asyncio.to_thread(cluster.start, [leader])
+    repaired = time.monotonic()
+    in_sync = await _in_sync(target, busiest, want=len(cluster.nodes))
+    return Window(
+        began,
+        repaired,
+        killed=f"broker {leader}",
+        layout=before,
+        brokers_down=(leader,),
+        busiest=busiest,
+        leader_after=moved,
+        in_sync_after=in_sync,
+    )
+
+
+async def stop_two_brokers(target: Target) -> Window:
+    """Stop (cleanly, one after the other) the busiest partition's leader and one more broker:
+    one broker is left, fewer than min.insync.replicas, so every write must be refused. After
+    the outage length, start both again together (a quorum of controllers needs two)."""
+    cluster = _cluster(target)
+    busiest, before = await _busiest_partition(target)
+    leader = before.leader_of(busiest)
+    other = next(n for n in sorted(cluster.nodes) if n != leader)
+    began = time.monotonic()
+    for node in (leader, other):
+        await asyncio.to_thread(cluster.node(node).stop)
+    degraded_at = time.monotonic()
+    ends_degraded = await _ends_or_none(target)
+    await asyncio.sleep(max(0.0, degraded_at + target.outage_s - time.monotonic()))
+    ends_before_repair = await _ends_or_none(target)
+    await asyncio.to_thread(cluster.start, [leader, other])
+    repaired = time.monotonic()
+    in_sync = await _in_sync(target, busiest, want=len(cluster.nodes))
+    return Window(
+        began,
+        repaired,
+        layout=before,
+        brokers_down=(leader, other),
+        busiest=busiest,
+        degraded_at=degraded_at,
+        in_sync_after=in_sync,
+        ends_degraded=ends_degraded,
+        ends_before_repair=ends_before_repair,
+    )
+
+
+async def _ends_or_none(target: Target, bound_s: float = 3.0) -> dict[int, int | None]:
+    """Each partition's end offset as its leader tells it; None for a partition whose leader
+    does not answer within `bound_s` (none elected: no one can write to it either)."""
+    topic = target.settings.bucket_events_topic
+    consumer = make_consumer(target.settings, isolation_level="read_uncommitted")
+    ends: dict[int, int | None] = dict.fromkeys(range(target.settings.topic_partitions))
+    unanswered = (KafkaError, OSError, TimeoutError)
+    try:
+        with contextlib.suppress(*unanswered):
+            await asyncio.wait_for(consumer.start(), bound_s * 3)
+            for partition in ends:
+                tp = TopicPartition(topic, partition)
+                with contextlib.suppress(*unanswered):
+                    answer = await asyncio.wait_for(consumer.end_offsets([tp]), bound_s)
+                    ends[partition] = answer[tp]
+    finally:
+        await consumer.stop()
+    return ends
+
+
+async def _leader_moved(target: Target, partition: int, old: int) -> int | None:
+    """The partition's new leader, once the cluster names one other than `old`."""
+    deadline = time.monotonic() + LEADER_MOVE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            leader = (await layout(target.settings)).leader_of(partition)
+        except (KafkaError, OSError, TimeoutError):  # the broker asked was the dead one
+            leader = old
+        if leader not in (old, -1):
+            return leader
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def _in_sync(target: Target, partition: int, want: int) -> tuple[int, ...]:
+    """The partition's in-sync replicas once `want` of them are (bounded by
+    LEADER_MOVE_WAIT_S): a restarted broker has caught up."""
+    deadline = time.monotonic() + LEADER_MOVE_WAIT_S
+    in_sync: tuple[int, ...] = ()
+    while time.monotonic() < deadline:
+        found = await layout(target.settings)
+        in_sync = next(p.in_sync for p in found.partitions if p.partition == partition)
+        if len(in_sync) >= want:
+            break
+        await asyncio.sleep(0.2)
+    return in_sync

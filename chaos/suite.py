@@ -1,10 +1,12 @@
 """Run scenarios end to end: private infrastructure, the real services, load, fault, verdict.
 
 The suite owns its dependencies so that it may stop them: a Kafka broker of its own
-(`LocalKafka`, free ports), a PostgreSQL cluster of its own (`PrivatePostgres`, a temporary
-data directory) — never the machine's shared cluster — and an EVM chain of its own (anvil,
-`LocalAnvil`, a free port). Each scenario gets a fresh database, topic, set of service
-processes and copy of our Storage contract, so no scenario sees another's buckets.
+(`LocalKafka`, free ports), a three-broker cluster of its own for the scenarios that need one
+(`LocalKafkaCluster`: replication 3, min.insync.replicas 2), a PostgreSQL cluster of its own
+(`PrivatePostgres`, a temporary data directory) — never the machine's shared cluster — and an
+EVM chain of its own (anvil, `LocalAnvil`, a free port). Each scenario gets a fresh database,
+topic, set of service processes and copy of our Storage contract, so no scenario sees
+another's buckets.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from localinfra.anvil import LocalAnvil
 from localinfra.chain import deploy_storage
 from localinfra.dev_keys import DEV_ACCOUNTS
 from localinfra.kafka import LocalKafka
+from localinfra.kafka_cluster import LocalKafkaCluster
 from localinfra.postgres import PrivatePostgres, create_database
 from shared.migrations import migrate
 from shared.settings import Settings
@@ -76,24 +79,36 @@ class Result:
 
 
 class Infra:
-    """The suite's own broker, PostgreSQL cluster (which the postgres-outage scenario stops)
-    and chain (anvil mining a block every `block_time_s`), started once per run, in a fresh
-    folder each, removed afterwards."""
+    """The suite's own broker and, if a scenario needs it, three-broker cluster; PostgreSQL
+    cluster (which the postgres-outage scenario stops) and chain (anvil mining a block every
+    `block_time_s`), started once per run, in a fresh folder each, removed afterwards."""
 
-    def __init__(self, block_time_s: float) -> None:
+    def __init__(self, block_time_s: float, *, broker: bool = True, cluster: bool = False) -> None:
         name = f"chaos-{os.getpid()}"
         self.kafka = LocalKafka(
             REPO, name=name, port=free_port(), controller_port=free_port(), fresh=True
         )
+        self.broker = broker
+        self.cluster = LocalKafkaCluster(REPO, name=f"{name}-cluster") if cluster else None
         self.postgres = PrivatePostgres(free_port())
         self.chain = LocalAnvil(REPO, name=name, block_time=block_time_s, fresh=True)
+
+    def kafka_for(self, scenario: Scenario) -> tuple[str, int]:
+        """The bootstrap servers a scenario's services use, and its topics' replication."""
+        if scenario.cluster:
+            assert self.cluster is not None, f"{scenario.name} needs the cluster"
+            return self.cluster.bootstrap_servers, len(self.cluster.nodes)
+        return self.kafka.bootstrap_servers, 1
 
     def __enter__(self) -> Infra:
         try:
             self.postgres.start()
             shutil.rmtree(self.chain.dir, ignore_errors=True)
             self.chain.start()
-            self.kafka.start()
+            if self.broker:
+                self.kafka.start()
+            if self.cluster is not None:
+                self.cluster.start()
         except BaseException:
             self.__exit__()
             raise
@@ -104,6 +119,8 @@ class Infra:
             if self.kafka.is_running():
                 self.kafka.stop()
             shutil.rmtree(self.kafka.dir, ignore_errors=True)
+            if self.cluster is not None:
+                self.cluster.destroy()
         finally:
             try:
                 if self.chain.is_running():
@@ -123,10 +140,12 @@ def key_pool_file(logs: Path) -> Path:
     return pool
 
 
-def scenario_settings(infra: Infra, name: str, logs: Path, rpc_url: str) -> Settings:
+def scenario_settings(infra: Infra, scenario: Scenario, logs: Path, rpc_url: str) -> Settings:
     """Settings of one scenario's services: a fresh database and a fresh Storage contract,
-    the chain reached at `rpc_url` (anvil, or a proxy in front of it)."""
-    db_name = f"chaos_{name.replace('-', '_')}"
+    the chain reached at `rpc_url` (anvil, or a proxy in front of it), its topics on the one
+    broker or the cluster."""
+    db_name = f"chaos_{scenario.name.replace('-', '_')}"
+    bootstrap, replicas = infra.kafka_for(scenario)
     url = create_database(infra.postgres.admin_url, db_name)
     migrate(Settings(_env_file=None, database_url=url))
     base = Settings(
@@ -138,8 +157,9 @@ def scenario_settings(infra: Infra, name: str, logs: Path, rpc_url: str) -> Sett
         chain_key_pool_file=key_pool_file(logs),
         chain_max_in_flight=IN_FLIGHT,
         chain_poll_interval_s=0.2,  # a new block is seen within 0.2 s
-        kafka_bootstrap_servers=infra.kafka.bootstrap_servers,
+        kafka_bootstrap_servers=bootstrap,
         topic_partitions=3,
+        topic_replication_factor=replicas,  # min.insync.replicas follows: 2 of 3
         # The smallest allowed: a dead executor's partitions move soonest.
         executor_session_timeout_ms=6000,
         log_level="INFO",
@@ -157,7 +177,7 @@ async def run_scenario(infra: Infra, options: Options, scenario: Scenario, logs:
         proxy.start()
         rpc_url = f"http://127.0.0.1:{proxy.port}"
     try:
-        settings = await asyncio.to_thread(scenario_settings, infra, scenario.name, logs, rpc_url)
+        settings = await asyncio.to_thread(scenario_settings, infra, scenario, logs, rpc_url)
         stack = Stack(settings, logs)
         tag = f"{scenario.name}-{uuid.uuid4().hex[:6]}"
         names = [f"{tag}-{i:05d}" for i in range(options.jobs)]
@@ -165,7 +185,14 @@ async def run_scenario(infra: Infra, options: Options, scenario: Scenario, logs:
         load = Load(stack.base_url, names, options.rate, recorder)
         prober = Prober(stack.base_url, tag, load, recorder)
         target = Target(
-            stack, infra.kafka, infra.postgres, infra.chain, proxy, settings, options.outage_s
+            stack,
+            infra.kafka,
+            infra.cluster,
+            infra.postgres,
+            infra.chain,
+            proxy,
+            settings,
+            options.outage_s,
         )
         try:
             await asyncio.to_thread(stack.start, *scenario.services)
@@ -203,7 +230,7 @@ async def run_scenario(infra: Infra, options: Options, scenario: Scenario, logs:
     )
     checks = invariants(outcome, evidence)
     for extra in scenario.extra:
-        checks += extra(evidence, window, logs)
+        checks += extra(evidence, outcome, logs)
     contract = settings.chain_contract_address
     return Result(scenario, checks, time.monotonic() - started, logs, contract)
 
@@ -232,7 +259,10 @@ async def _wait_terminal(settings: Settings, job_ids: list[str], bound: float) -
 async def run(options: Options, report: Callable[[Result], None] | None = None) -> list[Result]:
     run_dir = options.log_root / time.strftime("%Y%m%dT%H%M%S")
     results = []
-    with Infra(options.block_time_s) as infra:
+    chosen = [SCENARIOS[name] for name in options.scenarios]
+    broker = any(not s.cluster for s in chosen)
+    cluster = any(s.cluster for s in chosen)
+    with Infra(options.block_time_s, broker=broker, cluster=cluster) as infra:
         for name in options.scenarios:
             scenario, logs, started = SCENARIOS[name], run_dir / name, time.monotonic()
             try:
