@@ -16,6 +16,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    literal,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
@@ -57,6 +58,13 @@ class BucketJob(Base):
         # The console's live list of changes reads the latest `updated_at`s.
         Index("ix_bucket_jobs_updated_at", "updated_at"),
     )
+
+
+# The predicate of `uq_bucket_jobs_completed_name` for every lookup of a name's completed job,
+# written into the SQL rather than bound: a prepared statement's generic plan can use a
+# partial index only when the query states the index's predicate literally
+# (docs/decisions.md, "The 409 check and generic plans").
+IS_COMPLETED = BucketJob.status == literal("completed", literal_execute=True)
 
 
 class ProjectorCheckpoint(Base):

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, literal, or_, select, text
+from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from services.api.coalesce import Coalescer
@@ -19,7 +19,7 @@ from services.api.timeouts import bounded
 from shared import job_row
 from shared.db import make_sessionmaker
 from shared.fold import JobStatus
-from shared.models import BucketJob, ProjectorCheckpoint
+from shared.models import IS_COMPLETED, BucketJob, ProjectorCheckpoint
 
 
 def _job(row: BucketJob) -> Job:
@@ -225,17 +225,9 @@ def job_query(job_id: uuid.UUID) -> Select[BucketJob]:
 
 def owners_query(names: Collection[str]) -> Select[BucketJob]:
     """The completed job of each of `names`: the 409 check (a batch of up to the Coalescer's
-    `max_batch` names under load), one entry per name of the unique index of completed names.
-
-    The status is part of the SQL text, never a parameter: the driver prepares a statement
-    after a few uses and Postgres then runs its generic plan, which can use a partial index
-    only when the query states the index's predicate literally. With a bound status the
-    generic plan reads every job of the name, or the status index's every completed job
-    (docs/decisions.md, "The 409 check and generic plans")."""
-    return select(BucketJob).where(
-        BucketJob.bucket_name.in_(list(names)),
-        BucketJob.status == literal(JobStatus.COMPLETED.value, literal_execute=True),
-    )
+    `max_batch` names under load), one entry per name of the unique index of completed names
+    (`IS_COMPLETED`)."""
+    return select(BucketJob).where(BucketJob.bucket_name.in_(list(names)), IS_COMPLETED)
 
 
 async def _owners_in(session: AsyncSession, names: Collection[str]) -> dict[str, Job]:

@@ -7,15 +7,15 @@ same code at its shadow schema with `schema_translate_map`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Select, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared import job_row
-from shared.fold import JobState, JobStatus
-from shared.models import BucketJob, ProjectorCheckpoint
+from shared.fold import JobState
+from shared.models import IS_COMPLETED, BucketJob, ProjectorCheckpoint
 
 # Every writer of the live read model holds this transaction-scoped lock while it writes: each
 # projector batch, and a replay while it swaps its rebuilt tables in (`shadow.swap`).
@@ -79,15 +79,19 @@ async def load_jobs(
     return {row.id: job_row.from_row(row) for row in rows}
 
 
+def completed_owners_query(names: Collection[str]) -> Select[str, uuid.UUID]:
+    """The completed job of each of `names`, one entry per name of the unique index of
+    completed names (`IS_COMPLETED`)."""
+    return select(BucketJob.bucket_name, BucketJob.id).where(
+        BucketJob.bucket_name.in_(list(names)), IS_COMPLETED
+    )
+
+
 async def completed_owners(session: AsyncSession, names: Iterable[str]) -> dict[str, uuid.UUID]:
-    wanted = list(set(names))
+    wanted = set(names)
     if not wanted:
         return {}
-    rows = await session.execute(
-        select(BucketJob.bucket_name, BucketJob.id).where(
-            BucketJob.bucket_name.in_(wanted), BucketJob.status == JobStatus.COMPLETED.value
-        )
-    )
+    rows = await session.execute(completed_owners_query(wanted))
     return {name: job_id for name, job_id in rows}
 
 

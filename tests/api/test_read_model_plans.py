@@ -1,5 +1,6 @@
-"""The API's lookups in `bucket_jobs` on a large analysed table (real Postgres): the 409 check
-reads the unique index of completed names, one entry per name asked, and the job lookup reads
+"""The lookups in `bucket_jobs` on a large analysed table (real Postgres): the API's 409 check
+and the projector's owner lookup read the unique index of completed names, one entry per
+name asked, and the API's job lookup reads
 the primary key; as custom plans and as the generic plans the API's prepared statements run
 (the plans at 10M rows are in docs/operations.md, "The API's lookups at scale"). And both
 answer right on that table."""
@@ -18,6 +19,7 @@ from sqlalchemy import Select
 
 from bench.api_index import BATCH, explain, failures_sql, fill_sql, owned_name
 from services.api.read_model import ReadModel, job_query, owners_query
+from services.projector.store import completed_owners_query
 from shared.db import make_engine
 from shared.settings import Settings
 from tests.conftest import own_database
@@ -71,13 +73,20 @@ OWNER_LOOKUPS: dict[str, Callable[[], list[str]]] = {
 }
 
 
+OWNER_QUERIES: dict[str, Callable[[list[str]], Select[Any]]] = {
+    "api": owners_query,  # the 409 check
+    "projector": completed_owners_query,  # a create's owner when it folds a batch
+}
+
+
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 @pytest.mark.parametrize("lookup", list(OWNER_LOOKUPS))
-def test_the_409_check_reads_one_entry_per_name_of_the_unique_index(
-    filled: str, lookup: str, generic: bool
+@pytest.mark.parametrize("reader", list(OWNER_QUERIES))
+def test_the_owner_lookups_read_one_entry_per_name_of_the_unique_index(
+    filled: str, reader: str, lookup: str, generic: bool
 ) -> None:
     names = OWNER_LOOKUPS[lookup]()
-    found = planned(filled, owners_query(names), generic)
+    found = planned(filled, OWNER_QUERIES[reader](names), generic)
     assert "Seq Scan" not in [n["Node Type"] for n in found], found
     assert {n["Index Name"] for n in found if "Index Name" in n} == {UNIQUE_NAMES}, found
     assert max(n["Actual Rows"] for n in found) <= len(names), found
