@@ -19,9 +19,7 @@ O(log n): the latency should barely move with the size.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import re
 import statistics
 import time
@@ -35,10 +33,9 @@ from sqlalchemy import Select, text
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from localinfra.postgres import create_database, drop_database, ensure_postgres
+from bench.index_run import run_sizes
 from services.api.read_model import ReadModel, job_query, owners_query
 from shared.db import make_engine
-from shared.migrations import migrate
 from shared.settings import Settings
 
 BATCH = 500  # the Coalescer's max_batch: the most names one 409 query asks
@@ -219,7 +216,7 @@ async def print_latency(settings: Settings, size: int, ids: list[uuid.UUID]) -> 
         await engine.dispose()
 
 
-async def measure(settings: Settings, sizes: list[int]) -> None:
+async def measure(settings: Settings, sizes: Sequence[int]) -> None:
     filled = 0
     for size in sizes:
         started = time.monotonic()
@@ -238,17 +235,7 @@ async def measure(settings: Settings, sizes: list[int]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
-    args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    url = create_database(ensure_postgres(os.environ.get("DATABASE_URL")), f"akave_bench_{tag}")
-    try:
-        settings = Settings(_env_file=None, database_url=url)
-        migrate(settings)
-        asyncio.run(measure(settings, sorted(args.rows)))
-    finally:
-        drop_database(url)
+    run_sizes(__doc__, measure)
 
 
 if __name__ == "__main__":

@@ -11,26 +11,23 @@ analyses them, and prints the EXPLAIN ANALYZE of the executor's own queries
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
-from localinfra.postgres import create_database, drop_database, ensure_postgres
+from bench.index_run import run_sizes
 from services.executor.snapshot_store import SnapshotStore
 from shared.db import make_engine
-from shared.migrations import migrate
 from shared.settings import Settings
 
 TOPIC = "bench.bucket-events"
 
 
-async def measure(settings: Settings, sizes: list[int]) -> None:
+async def measure(settings: Settings, sizes: Sequence[int]) -> None:
     engine = make_engine(settings)
     store = SnapshotStore(engine, TOPIC)
     filled = 0
@@ -43,14 +40,15 @@ async def measure(settings: Settings, sizes: list[int]) -> None:
                     text(
                         "INSERT INTO executor_owners (topic, bucket_name, job_id, partition) "
                         "SELECT :t, 'name-' || i, gen_random_uuid(), i % 6 "
-                        "FROM generate_series(:a, :b) i"
+                        "FROM generate_series(CAST(:a AS bigint), CAST(:b AS bigint)) i"
                     ),
                     {"t": TOPIC, "a": filled + 1, "b": size},
                 )
                 await conn.execute(
                     text(
                         "INSERT INTO executor_finished (topic, job_id, partition) "
-                        "SELECT :t, gen_random_uuid(), i % 6 FROM generate_series(:a, :b) i"
+                        "SELECT :t, gen_random_uuid(), i % 6 "
+                        "FROM generate_series(CAST(:a AS bigint), CAST(:b AS bigint)) i"
                     ),
                     {"t": TOPIC, "a": filled + 1, "b": size},
                 )
@@ -85,17 +83,7 @@ async def measure(settings: Settings, sizes: list[int]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
-    args = parser.parse_args()
-    tag = uuid.uuid4().hex[:8]
-    url = create_database(ensure_postgres(os.environ.get("DATABASE_URL")), f"akave_bench_{tag}")
-    try:
-        settings = Settings(_env_file=None, database_url=url)
-        migrate(settings)
-        asyncio.run(measure(settings, sorted(args.rows)))
-    finally:
-        drop_database(url)
+    run_sizes(__doc__, measure)
 
 
 if __name__ == "__main__":
