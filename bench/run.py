@@ -97,11 +97,16 @@ def raw_produce(
 
 
 def gateway(settings: Settings, command: str) -> None:
-    """A one-shot `akave-gateway` command (topics, migrate) with these settings."""
-    subprocess.run(
+    """A one-shot `akave-gateway` command (topics, migrate) with these settings; its output
+    is in the error when it fails."""
+    done = subprocess.run(
         [sys.executable, "-m", "cli", command],
         cwd=REPO,
         env=env_for(settings),
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"akave-gateway {command} exited with {done.returncode}:\n{done.stdout}{done.stderr}"
+        )
