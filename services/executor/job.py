@@ -10,10 +10,13 @@ A job whose transactions are already in the log (a restart) is resolved from the
 unreachable chain is waited out, spending no attempt. Other backends (the `akave` SDK, which
 waits for each receipt itself) send through the `TransactionGate`, one transaction at a time.
 
-A concurrency slot is held only while an attempt reads the chain (announcing the attempt and
-`view_bucket`). A job waiting for the signing key's turn (`TransactionGate`) or out its retry
-delay holds no slot, so jobs that need no transaction (bucket already on the chain, name owned
-by another job, invalid name) are never queued behind the transactions.
+A concurrency slot is held only while an attempt reads the chain (the name checks and
+`view_bucket`). With a recording backend the attempt's `BucketProcessing` is written once the
+create has its key's in-flight slot (before its first `BucketTransactionSigned`), or before an
+outcome that needs no transaction: waiting for the slot spends no attempt if the executor
+stops. A job waiting for the signing key's turn (`TransactionGate`) or out its retry delay
+holds no slot, so jobs that need no transaction (bucket already on the chain, name owned by
+another job, invalid name) are never queued behind the transactions.
 `ATTEMPT_TIMEOUT_S` bounds each chain call of an attempt, the transaction from the moment it
 has the key; not the wait for the key, which is the queue of the key's other transactions.
 """
@@ -152,16 +155,30 @@ class JobRunner:
         self, job: Job, attempt: int, owner_of: OwnerOf, may_create: bool, emit: Emit | None = None
     ) -> EventData:
         name = job.bucket_name
-        async with self._slots:
-            if emit is not None:
+        announced = False
+
+        async def announce() -> None:
+            nonlocal announced
+            if emit is not None and not announced:
+                announced = True
                 await emit(self._event(job, BucketProcessing, attempt=attempt))
+
+        # With a recording backend the attempt is announced once it has its key's slot (just
+        # before its first transaction is recorded) or once its outcome needs none: a job that
+        # waits for the slot spends no attempt when the executor stops or dies meanwhile.
+        deferred = self._recording is not None and may_create
+        async with self._slots:
+            if not deferred:
+                await announce()
             problem = name_problem(name)
             if problem is not None:
+                await announce()
                 return self._failed(
                     job, f"invalid bucket name: {problem}", error_codes.INVALID_BUCKET_NAME, attempt
                 )
             owner = await owner_of(name)
             if owner is not None and owner != job.job_id:
+                await announce()
                 return self._failed(
                     job,
                     f"bucket {name!r} already belongs to job {owner}",
@@ -171,7 +188,8 @@ class JobRunner:
             existing = await self._view(name)
         if existing is None and may_create and self._recording is not None:
             assert emit is not None
-            return await self._create_recorded(job, attempt, emit, owner_of)
+            return await self._create_recorded(job, attempt, emit, owner_of, announce)
+        await announce()
         if existing is None and may_create:
             try:
                 created = await self._gate.send(
@@ -196,7 +214,12 @@ class JobRunner:
         return self._adopted(job, existing)
 
     async def _create_recorded(
-        self, job: Job, attempt: int, emit: Emit, owner_of: OwnerOf
+        self,
+        job: Job,
+        attempt: int,
+        emit: Emit,
+        owner_of: OwnerOf,
+        announce: Callable[[], Awaitable[None]],
     ) -> EventData:
         """Create through the transaction manager. Until the first transaction is recorded a
         failure is the attempt's (retried as usual); after it, the create is followed to its
@@ -208,7 +231,7 @@ class JobRunner:
             created = await spans.create_bucket(
                 job.bucket_name,
                 self._recording.create_bucket(
-                    job.bucket_name, self._journal(job, attempt, emit, signed), job.job_id
+                    job.bucket_name, self._journal(job, attempt, emit, signed, announce), job.job_id
                 ),
             )
         except Exception as exc:
@@ -255,11 +278,21 @@ class JobRunner:
             attempt,
         )
 
-    def _journal(self, job: Job, attempt: int, emit: Emit, signed: list[Attempt]) -> Journal:
+    def _journal(
+        self,
+        job: Job,
+        attempt: int,
+        emit: Emit,
+        signed: list[Attempt],
+        announce: Callable[[], Awaitable[None]] | None = None,
+    ) -> Journal:
         """Records each new transaction of the job in the log; returns once the broker has
-        acknowledged it (`emit` retries until then), and only then is it broadcast."""
+        acknowledged it (`emit` retries until then), and only then is it broadcast. `announce`
+        writes the attempt's `BucketProcessing` before its first transaction, if not yet."""
 
         async def journal(transaction: Attempt) -> None:
+            if announce is not None:
+                await announce()
             replacement = any(earlier.nonce == transaction.nonce for earlier in signed)
             await emit(signed_event(job.job_id, attempt, transaction, replacement))
             signed.append(transaction)

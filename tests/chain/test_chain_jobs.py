@@ -8,6 +8,7 @@ The signing key is anvil's public dev key 3 (public test data), on chains of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -159,3 +160,31 @@ async def test_an_unfunded_key_fails_the_job_with_insufficient_funds_after_the_w
     *_, outcome = flow.of("broke-for-good")
     assert isinstance(outcome, BucketFailed)
     assert outcome.error_code == error_codes.INSUFFICIENT_FUNDS
+
+
+async def test_a_job_waiting_for_its_keys_slot_has_spent_no_attempt_when_it_is_stopped(
+    flows: Any,
+) -> None:
+    """The key's one in-flight slot is taken by an unmined create; a second job waits for it.
+    Stopped meanwhile (a deploy, a crash), the waiting job has written nothing: a restart
+    finds it queued with no attempt spent. Run again once the slot is free, it completes in
+    its first attempt."""
+    flow: Flow = await flows(chain_max_in_flight=1)
+    flow.chain.set_automine(False)
+    holder = flow.run("holds-the-slot")
+    while not any(isinstance(e, BucketTransactionSigned) for e in flow.events):
+        await asyncio.sleep(0.05)
+    waiting = flow.run("waits-for-the-slot")
+    await asyncio.sleep(1.5)
+    assert not waiting.done()
+    assert flow.of("waits-for-the-slot") == []  # not even BucketProcessing
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    flow.chain.set_interval_mining(1)
+    await asyncio.wait_for(holder, 30)
+    await asyncio.wait_for(flow.run("waits-for-the-slot"), 30)
+    processing, signed, created = flow.of("waits-for-the-slot")
+    assert isinstance(processing, BucketProcessing) and processing.attempt == 1
+    assert isinstance(signed, BucketTransactionSigned) and signed.attempt == 1
+    assert isinstance(created, BucketCreated) and created.tx_hash == signed.tx_hash

@@ -196,14 +196,12 @@ async def test_sigkills_while_snapshots_are_written_lose_no_job_and_run_none_twi
 ) -> None:
     """Snapshots every 0.1 s and every 20 records: each kill, at a random moment, very likely
     interrupts one being written (an interrupted write's transaction never commits).
-    MAX_ATTEMPTS is 5: an attempt cut short by a crash counts (DESIGN), so with the default 3
-    a job announced three times and killed three times before it signed ends
-    `attempts_exhausted`, by design; this test is about the snapshots."""
+    MAX_ATTEMPTS is the default 3: a job killed while it waits for its key's slot has written
+    no `BucketProcessing`, so the kills spend no attempt of the jobs in the queue."""
     evm: EvmStack = evm_stack_factory(
         block_time=1.0,
         executor_snapshot_interval_s=0.1,
         executor_snapshot_records=20,
-        max_attempts=5,
     )
     stack = evm.stack
     names = [unique_name("snapkill") for _ in range(150)]
