@@ -12,11 +12,11 @@ waits for each receipt itself) send through the `TransactionGate`, one transacti
 
 A concurrency slot is held only while an attempt reads the chain (the name checks and
 `view_bucket`). With a recording backend the attempt's `BucketProcessing` is written once the
-create has its key's in-flight slot (before its first `BucketTransactionSigned`), or before an
-outcome that needs no transaction: waiting for the slot spends no attempt if the executor
-stops. A job waiting for the signing key's turn (`TransactionGate`) or out its retry delay
-holds no slot, so jobs that need no transaction (bucket already on the chain, name owned by
-another job, invalid name) are never queued behind the transactions.
+create has its key's in-flight slot (before its first `BucketTransactionSigned`), before an
+outcome that needs no transaction, or when the attempt fails: waiting for the slot spends no
+attempt if the executor stops. A job waiting for the signing key's turn (`TransactionGate`)
+or out its retry delay holds no slot, so jobs that need no transaction (bucket already on the
+chain, name owned by another job, invalid name) are never queued behind the transactions.
 `ATTEMPT_TIMEOUT_S` bounds each chain call of an attempt, the transaction from the moment it
 has the key; not the wait for the key, which is the queue of the key's other transactions.
 """
@@ -164,31 +164,39 @@ class JobRunner:
                 await emit(self._event(job, BucketProcessing, attempt=attempt))
 
         # With a recording backend the attempt is announced once it has its key's slot (just
-        # before its first transaction is recorded) or once its outcome needs none: a job that
-        # waits for the slot spends no attempt when the executor stops or dies meanwhile.
+        # before its first transaction is recorded), once its outcome needs none, or when it
+        # fails: a job that waits for the slot spends no attempt when the executor stops or
+        # dies meanwhile (cancelled, it announces nothing).
         deferred = self._recording is not None and may_create
-        async with self._slots:
-            if not deferred:
-                await announce()
-            problem = name_problem(name)
-            if problem is not None:
-                await announce()
-                return self._failed(
-                    job, f"invalid bucket name: {problem}", error_codes.INVALID_BUCKET_NAME, attempt
-                )
-            owner = await owner_of(name)
-            if owner is not None and owner != job.job_id:
-                await announce()
-                return self._failed(
-                    job,
-                    f"bucket {name!r} already belongs to job {owner}",
-                    error_codes.BUCKET_EXISTS,
-                    attempt,
-                )
-            existing = await self._view(name)
-        if existing is None and may_create and self._recording is not None:
-            assert emit is not None
-            return await self._create_recorded(job, attempt, emit, owner_of, announce)
+        try:
+            async with self._slots:
+                if not deferred:
+                    await announce()
+                problem = name_problem(name)
+                if problem is not None:
+                    await announce()
+                    return self._failed(
+                        job,
+                        f"invalid bucket name: {problem}",
+                        error_codes.INVALID_BUCKET_NAME,
+                        attempt,
+                    )
+                owner = await owner_of(name)
+                if owner is not None and owner != job.job_id:
+                    await announce()
+                    return self._failed(
+                        job,
+                        f"bucket {name!r} already belongs to job {owner}",
+                        error_codes.BUCKET_EXISTS,
+                        attempt,
+                    )
+                existing = await self._view(name)
+            if existing is None and may_create and self._recording is not None:
+                assert emit is not None
+                return await self._create_recorded(job, attempt, emit, owner_of, announce)
+        except Exception:  # a failed attempt is an attempt: shown and counted
+            await announce()
+            raise
         await announce()
         if existing is None and may_create:
             try:
