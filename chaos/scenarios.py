@@ -145,9 +145,10 @@ def _writes_refused(evidence: Evidence, outcome: Outcome, logs: Path) -> list[Ch
     refused = sum(1 for a in posts if a.status == 503)
     repeats = sum(1 for a in posts if a.status == 202)
     before, after = window.ends_degraded or {}, window.ends_before_repair or {}
-    # a partition without a leader takes no write; one with a leader must not have grown
+    # a partition without a leader takes no write; one with a leader must not have grown,
+    # and at least one must have had a leader (else nothing tested min.insync.replicas)
     led = [p for p in before if before[p] is not None or after.get(p) is not None]
-    still = bool(before) and all(before[p] == after.get(p) for p in led)
+    still = bool(led) and all(before[p] == after.get(p) for p in led)
     back = all(n in window.in_sync_after for n in window.brokers_down)
     ok = len(window.brokers_down) == 2 and refused > 0 and still and back
     detail = (

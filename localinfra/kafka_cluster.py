@@ -2,10 +2,10 @@
 jars, each broker and controller at once, one controller quorum of all three.
 
 What production runs (a Kafka or Redpanda cluster), at the smallest size that survives a
-broker's loss: internal topics replicated three times and min.insync.replicas 2, so a write
-acknowledged with acks=all is on two brokers, one broker may die without losing it, and with
-two gone writes are refused rather than acknowledged by one. The gateway's own topics take
-their replication from TOPIC_REPLICATION_FACTOR (3 here).
+broker's loss: internal topics replicated three times. The gateway's own topics take their
+replication from TOPIC_REPLICATION_FACTOR (3 here) and carry min.insync.replicas 2, set by the
+gateway itself (the brokers' default stays 1), so a write acknowledged with acks=all is on two
+brokers, one broker may die without losing it, and with two gone writes are refused.
 
 Stdlib only, like the rest of `localinfra`.
 """

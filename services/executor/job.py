@@ -191,7 +191,7 @@ class JobRunner:
                         attempt,
                     )
                 existing = await self._view(name)
-            if existing is None and may_create and self._recording is not None:
+            if deferred and existing is None:
                 assert emit is not None
                 return await self._create_recorded(job, attempt, emit, owner_of, announce)
         except Exception:  # a failed attempt is an attempt: shown and counted
